@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Time neuralwiki's scalar autograd engine against micrograd's on the same graph.
+
+Both engines build the same multilayer perceptron (ReLU hidden layers, linear output) with the same weights,
+then run a forward pass (the mean squared error over a small batch of points) and a backward pass. The runs
+of the two engines take turns, repeated several times, each starting after a full garbage collection; for
+each engine it prints the best and the median time of forward, backward and both, and the ratio
+micrograd / neuralwiki (above 1: neuralwiki is faster). It does this twice: with Python's garbage collector
+on, as in a training loop, and off, as `timeit` measures. (micrograd's closures point back at their node, so
+its graphs are reference cycles that only the collector frees; neuralwiki's graphs have no cycles.)
+It checks first that both engines give the same loss and the same gradient for every weight.
+This is a benchmark, not a test: it asserts nothing about speed.
+"""
+import argparse
+import gc
+import math
+import random
+import statistics
+import sys
+import time
+
+from neuralwiki.autograd import Value
+
+
+def mlp(Engine, sizes, seed):
+    "Weights of an MLP as nested lists of `Engine` values: layer, neuron, weight (the last one is the bias)."
+    rng = random.Random(seed)
+    return [[[Engine(rng.uniform(-1, 1)) for _ in range(n_in + 1)] for _ in range(n_out)]
+            for n_in, n_out in zip(sizes, sizes[1:])]
+
+
+def forward(layers, x):
+    "The MLP's output for the input numbers `x`: ReLU on every layer but the last."
+    for i, layer in enumerate(layers):
+        sums = [sum((w * xi for w, xi in zip(neuron, x)), neuron[-1]) for neuron in layer]
+        x = sums if i == len(layers) - 1 else [s.relu() for s in sums]
+    return x[0]
+
+
+def mse(layers, points, targets):
+    return sum((forward(layers, p) - t)**2 for p, t in zip(points, targets)) * (1 / len(points))
+
+
+def one_run(Engine, sizes, seed, points, targets):
+    "Seconds for the forward pass and the backward pass, the loss, and every weight's gradient."
+    layers = mlp(Engine, sizes, seed)
+    start = time.perf_counter()
+    loss = mse(layers, points, targets)
+    middle = time.perf_counter()
+    loss.backward()
+    end = time.perf_counter()
+    return middle - start, end - middle, loss.data, [w.grad for layer in layers for neuron in layer for w in neuron]
+
+
+def count_nodes(root):
+    seen, stack = {root}, [root]
+    while stack:
+        for child, _ in stack.pop()._inputs:
+            if child not in seen: seen.add(child); stack.append(child)
+    return len(seen)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', default='2,16,16,1', help='layer widths, input first (default: 2,16,16,1)')
+    parser.add_argument('--batch', type=int, default=8, help='points in the loss (default: 8)')
+    parser.add_argument('--repeats', type=int, default=15, help='timed runs of each engine (default: 15)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the weights and the data (default: 0)')
+    args = parser.parse_args(argv)
+    try: sizes = [int(s) for s in args.sizes.split(',')]
+    except ValueError: parser.error(f"--sizes must be whole numbers separated by commas, got {args.sizes!r}")
+    if len(sizes) < 2 or min(sizes) < 1 or sizes[-1] != 1:
+        parser.error(f"--sizes needs at least two positive widths and a last width of 1, got {args.sizes!r}")
+    if args.batch < 1 or args.repeats < 1: parser.error("--batch and --repeats must be at least 1")
+    try: from micrograd.engine import Value as MicroValue
+    except ImportError: sys.exit("micrograd is not installed: pip install micrograd")
+
+    rng = random.Random(args.seed + 1)
+    points = [[rng.uniform(-1, 1) for _ in range(sizes[0])] for _ in range(args.batch)]
+    targets = [rng.uniform(-1, 1) for _ in points]
+    engines = {'neuralwiki': Value, 'micrograd': MicroValue}
+
+    checks = {name: one_run(Engine, sizes, args.seed, points, targets) for name, Engine in engines.items()}
+    (_, _, loss_a, grads_a), (_, _, loss_b, grads_b) = checks.values()
+    assert math.isclose(loss_a, loss_b, rel_tol=1e-9), (loss_a, loss_b)
+    assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in zip(grads_a, grads_b))
+
+    n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+    print(f"MLP {'-'.join(map(str, sizes))}: {n_params} weights; loss over {args.batch} points; "
+          f"{count_nodes(mse(mlp(Value, sizes, args.seed), points, targets))} nodes in neuralwiki's graph")
+    print(f"same loss ({loss_a:.6g}) and same {len(grads_a)} gradients in both engines; {args.repeats} runs each, "
+          f"alternating; python {sys.version.split()[0]}")
+    for collector in ('on', 'off'):
+        times = {name: [] for name in engines}
+        for _ in range(args.repeats):
+            for name, Engine in engines.items():
+                gc.collect()
+                if collector == 'off': gc.disable()
+                try: times[name].append(one_run(Engine, sizes, args.seed, points, targets)[:2])
+                finally: gc.enable()
+        print(f"\ngarbage collector {collector}")
+        print_table(times)
+
+
+def print_table(times):
+    "Best and median of forward, backward and total for each engine, and micrograd's time over neuralwiki's."
+    print(f"{'engine':<11} {'forward ms':>16} {'backward ms':>16} {'total ms':>16}")
+    print(f"{'':<11} {'best  median':>16} {'best  median':>16} {'best  median':>16}")
+    summary = {}
+    for name, runs in times.items():
+        cols = [[f for f, b in runs], [b for f, b in runs], [f + b for f, b in runs]]
+        summary[name] = [(min(c), statistics.median(c)) for c in cols]
+        print(f"{name:<11} " + ' '.join(f"{best*1e3:7.2f} {med*1e3:7.2f} " for best, med in summary[name]))
+    ratio = [(m[0] / n[0], m[1] / n[1]) for m, n in zip(summary['micrograd'], summary['neuralwiki'])]
+    print(f"{'speed-up':<11} " + ' '.join(f"{best:6.2f}x {med:6.2f}x " for best, med in ratio))
+    print(f"neuralwiki is {ratio[2][0]:.2f}x faster than micrograd (best total), {ratio[2][1]:.2f}x (median total)")
+
+if __name__ == '__main__': main()
