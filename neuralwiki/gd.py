@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['SOURCE_TABLE', 'LossNotFinite', 'gd_step', 'fit']
 
-# %% ../nbs/04_gradient_descent.ipynb #50c9431a
+# %% ../nbs/04_gradient_descent.ipynb #3999fa2c
 import math, os
 from functools import partial
 
 import torch
 
-# %% ../nbs/04_gradient_descent.ipynb #3a0ae672
+# %% ../nbs/04_gradient_descent.ipynb #92c548b3
 SOURCE_TABLE = """step=0; loss=2.42
 step=1; loss=2.40
 step=2; loss=2.36
@@ -24,11 +24,11 @@ step=8; loss=1.72
 step=9; loss=1.58
 """
 
-# %% ../nbs/04_gradient_descent.ipynb #3257399d
+# %% ../nbs/04_gradient_descent.ipynb #54a101ee
 class LossNotFinite(FloatingPointError):
     "The loss or its gradient became `nan` or infinite during gradient descent."
 
-# %% ../nbs/04_gradient_descent.ipynb #697d1b61
+# %% ../nbs/04_gradient_descent.ipynb #4aaaf287
 def _params_list(params):
     "`params` as a list of tensors, checked: each must be a floating-point leaf tensor that requires grad."
     ps = [params] if isinstance(params, torch.Tensor) else list(params)
@@ -40,12 +40,12 @@ def _params_list(params):
         if not p.is_leaf: raise ValueError("params must be leaf tensors (created directly, not computed from others)")
     return ps
 
-# %% ../nbs/04_gradient_descent.ipynb #0160b207
+# %% ../nbs/04_gradient_descent.ipynb #32f3a7ec
 def _check_lr(lr):
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr (the learning rate) must be a positive finite number, got {lr!r}")
 
-# %% ../nbs/04_gradient_descent.ipynb #43662f9b
+# %% ../nbs/04_gradient_descent.ipynb #3ac3e3eb
 def gd_step(params, # a tensor (or list of tensors) with `requires_grad`
             loss_fn, # `loss_fn(params)` returns the loss as a scalar tensor
             lr:float, # learning rate: how far to move against the gradient
@@ -67,7 +67,7 @@ def gd_step(params, # a tensor (or list of tensors) with `requires_grad`
         for p, s in zip(ps, stepped): p.copy_(s)
     return loss.item()
 
-# %% ../nbs/04_gradient_descent.ipynb #d1b13770
+# %% ../nbs/04_gradient_descent.ipynb #bd155206
 def _progress(steps, progress):
     "An iterator over `range(steps)`, with a tqdm bar when asked for (or by default for long runs outside tests)."
     if progress is None: progress = steps >= 1000 and not os.environ.get('IN_TEST')
@@ -76,7 +76,7 @@ def _progress(steps, progress):
     except ImportError: return range(steps)
     return tqdm(range(steps), desc='gradient descent', unit='step')
 
-# %% ../nbs/04_gradient_descent.ipynb #226a08c6
+# %% ../nbs/04_gradient_descent.ipynb #406a9f0f
 def fit(params, # a tensor (or list of tensors) with `requires_grad`, updated in place
         loss_fn, # `loss_fn(params)` returns the loss as a scalar tensor
         lr:float=0.01, # learning rate
