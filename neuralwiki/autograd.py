@@ -72,7 +72,11 @@ class Value:
         n = _number(n, 'the exponent')
         if self.data < 0 and not n.is_integer():
             raise ValueError(f"a negative number ({self.data}) to a fractional power ({n}) is not a real number")
-        return Value(self.data**n, ((self, n * self.data**(n - 1)),), f'**{n:g}')
+        out = self.data**n   # 0 to a negative power raises ZeroDivisionError, as in Python
+        if n == 0: local = 0.0                            # x**0 = 1 is flat everywhere, at 0 too
+        elif self.data == 0 and n < 1: local = math.inf   # x**0.5 rises vertically at 0 (PyTorch says inf too)
+        else: local = n * self.data**(n - 1)
+        return Value(out, ((self, local),), f'**{n:g}')
 
     # functions of one input: the local derivative is the function's derivative
     def relu(self): return Value(self.data if self.data > 0 else 0.0, ((self, 1.0 if self.data > 0 else 0.0),), 'relu')

@@ -15,7 +15,7 @@ import torch.nn
 from .matmul import matmul
 from .relu import relu
 from .loss import mse
-from .gd import LossNotFinite
+from .gd import LossNotFinite, _check_lr
 
 # %% ../nbs/06_neural_net.ipynb #1e5a395d
 def _check_batch(x, width, who):
@@ -212,8 +212,7 @@ def _epochs(epochs, progress):
 
 # %% ../nbs/06_neural_net.ipynb #5f18590a
 def _check_train_args(x, y, lr, epochs, bs):
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr (the learning rate) must be a positive finite number, got {lr!r}")
+    _check_lr(lr)  # chapter 4's check, the same message as `fit`'s
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0, got {epochs!r}")
     if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):

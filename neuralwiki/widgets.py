@@ -69,7 +69,7 @@ def _check_data(data):
 # %% ../nbs/09_widgets.ipynb #255c9810
 class Explorer:
     "Sliders for the parameters of `curve`, drawn over the noisy data, with its loss."
-    params = {} # name -> (start, min, max)
+    ranges = {} # parameter name -> (start, min, max) of its slider
     curve = None # `curve(*params, x)`: the model
     title, ylim, figsize, ncols = '', (-3, 16), (5, 3.5), 1
     raise_errors = False # `True`: errors inside callbacks propagate (the tests set it); `False`: they are shown
@@ -81,7 +81,7 @@ class Explorer:
         self.xs = torch.linspace(-2.1, 2.1, 100)
         self.defaults = self._check_start(start)
         self.errors, self._holding = [], False
-        self.sliders = {n: W.FloatSlider(value=v, min=self.params[n][1], max=self.params[n][2], step=0.1, description=n)
+        self.sliders = {n: W.FloatSlider(value=v, min=self.ranges[n][1], max=self.ranges[n][2], step=0.1, description=n)
                         for n, v in self.defaults.items()}
         self.loss_toggle = W.ToggleButtons(options=list(LOSSES), description='loss')
         self.reset_button = W.Button(description='Reset', icon='undo')
@@ -99,11 +99,11 @@ class Explorer:
         self._changed()
 
     def _check_start(self, start):
-        unknown = sorted(set(start) - set(self.params))
-        if unknown: raise TypeError(f"unknown parameters {unknown}: {type(self).__name__} has {list(self.params)}")
-        values = {n: float(start.get(n, v)) for n, (v, lo, hi) in self.params.items()}
+        unknown = sorted(set(start) - set(self.ranges))
+        if unknown: raise TypeError(f"unknown parameters {unknown}: {type(self).__name__} has {list(self.ranges)}")
+        values = {n: float(start.get(n, v)) for n, (v, lo, hi) in self.ranges.items()}
         for n, v in values.items():
-            lo, hi = self.params[n][1:]
+            lo, hi = self.ranges[n][1:]
             if not lo <= v <= hi: raise ValueError(f"{n}={v} is outside its slider's range [{lo}, {hi}]")
         return values
 
@@ -161,7 +161,7 @@ class Explorer:
         self._changed()
 
     def __repr__(self):
-        return f"{type(self).__name__}({', '.join(f'{n}={v:g}' for n, v in zip(self.params, self.current()))})"
+        return f"{type(self).__name__}({', '.join(f'{n}={float(v):g}' for n, v in zip(self.sliders, self.current()))})"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         "The live widget, plus a PNG of the plot for renderers without widgets (GitHub, the docs, static HTML)."
@@ -172,20 +172,20 @@ class Explorer:
 # %% ../nbs/09_widgets.ipynb #0d788a39
 class QuadFitter(Explorer):
     "Fit $ax^2+bx+c$ to the noisy data by hand: one slider per parameter."
-    params = dict(a=(1.1, -1, 5), b=(1.1, -3, 5), c=(1.1, -3, 5))
+    ranges = dict(a=(1.1, -1, 5), b=(1.1, -3, 5), c=(1.1, -3, 5))
     curve = staticmethod(quad)
     title = '$ax^2+bx+c$ and the noisy data'
 
 # %% ../nbs/09_widgets.ipynb #3709dcd9
 class ReluExplorer(Explorer):
     "One rectified line, $\\mathrm{relu}(mx+b)$, over the noisy data."
-    params = dict(m=(1.5, -10, 10), b=(1.5, -10, 10))
+    ranges = dict(m=(1.5, -10, 10), b=(1.5, -10, 10))
     curve = staticmethod(rectified_linear)
     title = '$\\mathrm{relu}(mx+b)$ and the noisy data'
 
 class DoubleReluExplorer(Explorer):
     "The sum of two rectified lines, $\\mathrm{relu}(m_1x+b_1)+\\mathrm{relu}(m_2x+b_2)$, over the noisy data."
-    params = dict(m1=(-1.5, -10, 10), b1=(-1.5, -10, 10), m2=(1.5, -10, 10), b2=(1.5, -10, 10))
+    ranges = dict(m1=(-1.5, -10, 10), b1=(-1.5, -10, 10), m2=(1.5, -10, 10), b2=(1.5, -10, 10))
     curve = staticmethod(double_relu)
     title = '$\\mathrm{relu}(m_1x+b_1)+\\mathrm{relu}(m_2x+b_2)$'
 
