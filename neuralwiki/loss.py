@@ -5,24 +5,24 @@
 # %% auto #0
 __all__ = ['f', 'quad', 'mk_quad', 'noise', 'add_noise', 'noisy_quadratic', 'plot_function', 'mae', 'mse', 'quad_loss']
 
-# %% ../nbs/03_loss.ipynb #49ba1800
+# %% ../nbs/03_loss.ipynb #874dfd05
 from functools import partial
 
 import numpy as np
 import torch
 
-# %% ../nbs/03_loss.ipynb #81b2cd4f
+# %% ../nbs/03_loss.ipynb #d74659d6
 def f(x): return 3*x**2 + 2*x + 1
 
-# %% ../nbs/03_loss.ipynb #9af33378
+# %% ../nbs/03_loss.ipynb #30e44d74
 def quad(a, b, c, x): return a*x**2 + b*x + c
 
-# %% ../nbs/03_loss.ipynb #8becd68e
+# %% ../nbs/03_loss.ipynb #e08ce899
 def mk_quad(a, b, c):
     "A quadratic with fixed parameters `a`, `b`, `c`, as a function of `x` alone."
     return partial(quad, a, b, c)
 
-# %% ../nbs/03_loss.ipynb #0b1b6e4b
+# %% ../nbs/03_loss.ipynb #d09b4e01
 def noise(x:torch.Tensor, # the tensor whose shape the noise takes
           scale:float, # standard deviation of the Gaussian noise
           rng:np.random.RandomState=None, # where the random numbers come from; `None`: numpy's global generator, as in the source
@@ -31,7 +31,7 @@ def noise(x:torch.Tensor, # the tensor whose shape the noise takes
     draw = np.random.normal if rng is None else rng.normal
     return torch.from_numpy(draw(scale=scale, size=tuple(x.shape)))
 
-# %% ../nbs/03_loss.ipynb #53261141
+# %% ../nbs/03_loss.ipynb #f448f93e
 def add_noise(x:torch.Tensor, # the exact values
               mult:float, # scale of the multiplicative noise (0.15 means about 15%)
               add:float, # scale of the additive noise
@@ -40,7 +40,7 @@ def add_noise(x:torch.Tensor, # the exact values
     "`x` with multiplicative and then additive Gaussian noise."
     return x * (1+noise(x, mult, rng)) + noise(x, add, rng)
 
-# %% ../nbs/03_loss.ipynb #4ed00507
+# %% ../nbs/03_loss.ipynb #ac476da0
 def noisy_quadratic(seed:int=42, # seed of the random generator; 42 is the source's
                     n:int=20, # how many points, evenly spaced on [-2, 2]
                     mult:float=0.15, # multiplicative noise
@@ -51,7 +51,7 @@ def noisy_quadratic(seed:int=42, # seed of the random generator; 42 is the sourc
     x = torch.linspace(-2, 2, steps=n)[:,None]
     return x, add_noise(f(x), mult, add, rng)
 
-# %% ../nbs/03_loss.ipynb #a201c931
+# %% ../nbs/03_loss.ipynb #f465056f
 def plot_function(f, # a function of a tensor `x`
                   title:str=None, # title of the plot
                   xmin:float=-2.1, # left end of the interval
@@ -69,7 +69,7 @@ def plot_function(f, # a function of a tensor `x`
     if title is not None: ax.set_title(title)
     return ax
 
-# %% ../nbs/03_loss.ipynb #95c6b926
+# %% ../nbs/03_loss.ipynb #db11668c
 def _check_pair(pred, actual):
     for name, t in (('pred', pred), ('actual', actual)):
         if not isinstance(t, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -78,7 +78,7 @@ def _check_pair(pred, actual):
                          "they must match (broadcasting them would compare every prediction with every target)")
     if pred.numel() == 0: raise ValueError("pred and actual are empty: the mean of no errors is undefined")
 
-# %% ../nbs/03_loss.ipynb #51bd1495
+# %% ../nbs/03_loss.ipynb #35cc6c5a
 def mae(pred:torch.Tensor, # predictions
         actual:torch.Tensor, # targets, the same shape as `pred`
        ) -> torch.Tensor: # a scalar tensor
@@ -86,7 +86,7 @@ def mae(pred:torch.Tensor, # predictions
     _check_pair(pred, actual)
     return torch.abs(pred-actual).mean()
 
-# %% ../nbs/03_loss.ipynb #2956a517
+# %% ../nbs/03_loss.ipynb #b87f70a5
 def mse(pred:torch.Tensor, # predictions
         actual:torch.Tensor, # targets, the same shape as `pred`
        ) -> torch.Tensor: # a scalar tensor
@@ -94,7 +94,7 @@ def mse(pred:torch.Tensor, # predictions
     _check_pair(pred, actual)
     return ((pred-actual)**2).mean()
 
-# %% ../nbs/03_loss.ipynb #7cc8d4ca
+# %% ../nbs/03_loss.ipynb #ca1923e7
 def quad_loss(params, # `(a, b, c)`
               x:torch.Tensor, # inputs
               y:torch.Tensor, # targets

@@ -15,7 +15,7 @@ import torch.nn
 from .matmul import matmul
 from .relu import relu
 from .loss import mse
-from .gd import LossNotFinite, _check_lr
+from .gd import LossNotFinite, check_lr, progress_bar
 
 # %% ../nbs/06_neural_net.ipynb #1e5a395d
 def _check_batch(x, width, who):
@@ -201,18 +201,9 @@ def batches(n:int, # number of examples
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, bs): yield order[start:start+bs]
 
-# %% ../nbs/06_neural_net.ipynb #3321a37f
-def _epochs(epochs, progress):
-    "`range(epochs)`, with a tqdm progress bar when asked for (`None`: yes, except under `nbdev_test`)."
-    if progress is None: progress = not os.environ.get('IN_TEST')
-    if not progress: return range(epochs)
-    try: from tqdm.auto import tqdm
-    except ImportError: return range(epochs)
-    return tqdm(range(epochs), desc='training', unit='epoch')
-
 # %% ../nbs/06_neural_net.ipynb #5f18590a
 def _check_train_args(x, y, lr, epochs, bs):
-    _check_lr(lr)  # chapter 4's check, the same message as `fit`'s
+    check_lr(lr)  # chapter 4's check, the same message as `fit`'s
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0, got {epochs!r}")
     if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
@@ -236,7 +227,7 @@ def train(model:Layer, # the network, trained in place
     _check_train_args(x, y, lr, epochs, bs)
     loss_fn(model(x), y)  # refuse bad data before any step
     g, history = torch.Generator().manual_seed(seed), []
-    for epoch in (bar := _epochs(epochs, progress)):
+    for epoch in (bar := progress_bar(epochs, progress, desc='training', unit='epoch', auto_from=1)):
         total = 0.
         for idx in batches(len(x), bs, g):
             try: total += train_step(model, loss_fn, x[idx], y[idx], lr) * len(idx)
