@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['SOURCE_TABLE', 'LossNotFinite', 'check_lr', 'gd_step', 'progress_bar', 'fit']
 
-# %% ../nbs/04_gradient_descent.ipynb #c12330ac
+# %% ../nbs/04_gradient_descent.ipynb #a4366371
 import math, os
 
 import torch
 
-# %% ../nbs/04_gradient_descent.ipynb #7acc57b2
+# %% ../nbs/04_gradient_descent.ipynb #81730ad5
 SOURCE_TABLE = """step=0; loss=2.42
 step=1; loss=2.40
 step=2; loss=2.36
@@ -23,11 +23,11 @@ step=8; loss=1.72
 step=9; loss=1.58
 """
 
-# %% ../nbs/04_gradient_descent.ipynb #94132afe
+# %% ../nbs/04_gradient_descent.ipynb #6d20bc97
 class LossNotFinite(FloatingPointError):
     "The loss or its gradient became `nan` or infinite during gradient descent."
 
-# %% ../nbs/04_gradient_descent.ipynb #11903c8b
+# %% ../nbs/04_gradient_descent.ipynb #d68d6df0
 def _params_list(params):
     "`params` as a list of tensors, checked: each must be a floating-point leaf tensor that requires grad."
     ps = [params] if isinstance(params, torch.Tensor) else list(params)
@@ -39,16 +39,16 @@ def _params_list(params):
         if not p.is_leaf: raise ValueError("params must be leaf tensors (created directly, not computed from others)")
     return ps
 
-# %% ../nbs/04_gradient_descent.ipynb #9dbb3e51
+# %% ../nbs/04_gradient_descent.ipynb #81beac2f
 def check_lr(lr):
     "Refuse a learning rate that is not a positive finite number, with a message saying so."
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr (the learning rate) must be a positive finite number, got {lr!r}")
 
-# %% ../nbs/04_gradient_descent.ipynb #04aa30ba
+# %% ../nbs/04_gradient_descent.ipynb #2903b690
 def _describe(x): return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
-# %% ../nbs/04_gradient_descent.ipynb #3df32e6b
+# %% ../nbs/04_gradient_descent.ipynb #03d795a5
 def gd_step(params, # a tensor (or list of tensors) with `requires_grad`
             loss_fn, # `loss_fn(params)` returns the loss as a scalar tensor
             lr:float, # learning rate: how far to move against the gradient
@@ -74,7 +74,7 @@ def gd_step(params, # a tensor (or list of tensors) with `requires_grad`
         for p, s in zip(ps, stepped): p.copy_(s)
     return loss.item()
 
-# %% ../nbs/04_gradient_descent.ipynb #4f79a992
+# %% ../nbs/04_gradient_descent.ipynb #18b6adf3
 def progress_bar(n:int, # how many iterations
                  progress:bool=None, # `True`/`False`; `None`: a bar only for `n >= auto_from`, and never under `nbdev_test`
                  desc:str='gradient descent', # label of the bar
@@ -88,7 +88,7 @@ def progress_bar(n:int, # how many iterations
     except ImportError: return range(n)  # no tqdm: no bar, the work still runs
     return tqdm(range(n), desc=desc, unit=unit)
 
-# %% ../nbs/04_gradient_descent.ipynb #73e0bc82
+# %% ../nbs/04_gradient_descent.ipynb #d66a6cf7
 def fit(params, # a tensor (or list of tensors) with `requires_grad`, updated in place
         loss_fn, # `loss_fn(params)` returns the loss as a scalar tensor
         lr:float=0.01, # learning rate
