@@ -76,10 +76,13 @@ def parse_card(source:str, # the markdown of one cell
 
 # %% ../nbs/07_flashcards.ipynb #68b61c46
 def _cells(nb_path):
-    try: nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
-    except (OSError, ValueError) as e: raise CardError(f"{nb_path}: cannot read the notebook: {e}") from None
-    return [(c.get('cell_type'), c['source'] if isinstance(c['source'], str) else ''.join(c['source']))
-            for c in nb.get('cells', [])]
+    "`(cell_type, source)` of each cell of a notebook; `CardError` if it cannot be read as one."
+    try:
+        nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
+        return [(c.get('cell_type'), c['source'] if isinstance(c['source'], str) else ''.join(c['source']))
+                for c in nb.get('cells', [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CardError(f"{nb_path}: cannot read the notebook: {type(e).__name__}: {e}") from None
 
 def chapter_name(nb_path, cells) -> str:
     "The sub-deck of a notebook: `NN Title` from its file name `NN_...` and its `# Title: subtitle` heading."
@@ -186,6 +189,8 @@ def _models(genanki):
         css=_CSS, model_type=genanki.Model.CLOZE)
     return basic, cloze
 
+def _tags(card): return [card.id.split('/')[0]]
+
 def _fields(card):
     source = _esc(f'{card.deck} · {card.id}')
     if card.kind == 'cloze': return [md_to_html(card.front), source]
@@ -204,7 +209,7 @@ def atomic_write(path, # the file to write (or to replace)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 # %% ../nbs/07_flashcards.ipynb #458fa3b7
@@ -233,7 +238,7 @@ def build_deck(cards:list, # the `Card`s
         name = f'{ROOT}::{c.deck}'
         if name not in decks: decks[name] = genanki.Deck(deck_id(name), name)
         decks[name].add_note(genanki.Note(model=cloze if c.kind == 'cloze' else basic, fields=_fields(c),
-                                          guid=card_guid(c.id), tags=[c.id.split('/')[0]]))
+                                          guid=card_guid(c.id), tags=_tags(c)))
     atomic_write(path, lambda tmp: _write_apkg(genanki.Package(list(decks.values())), tmp))
     return Counter(c.deck for c in cards)
 
@@ -257,7 +262,7 @@ def read_deck(path, # an `.apkg` file
 def _csv_row(card):
     fields = _fields(card)
     back = '' if card.kind == 'cloze' else fields[1]
-    return [card_guid(card.id), card.kind.title(), f'{ROOT}::{card.deck}', fields[0], back, f'{ROOT} {card.id.split("/")[0]}']
+    return [card_guid(card.id), card.kind.title(), f'{ROOT}::{card.deck}', fields[0], back, ' '.join(_tags(card))]
 
 def write_csv(cards:list, # the `Card`s
               path, # `*.csv`: comma-separated; anything else (`*.tsv`, `*.txt`): tab-separated

@@ -34,8 +34,9 @@ class Result:
 
 # %% ../nbs/08_exercises.ipynb #81e3652d
 def _show(x):
-    "How a value is shown in a message."
-    return repr(x.detach()) if isinstance(x, torch.Tensor) else repr(x)
+    "How a value is shown in a message (even one whose `repr` fails)."
+    try: return repr(x.detach()) if isinstance(x, torch.Tensor) else repr(x)
+    except Exception as e: return f'<a {type(x).__name__} that cannot be shown: {type(e).__name__}>'
 
 def _indent(text, n): return text.replace('\n', '\n' + ' ' * n)
 
@@ -74,11 +75,15 @@ def _copies(args): return tuple(a.clone() if isinstance(a, torch.Tensor) else a 
 # %% ../nbs/08_exercises.ipynb #93d37664
 def _close(a, b): return torch.allclose(a.detach().double(), b.detach().double(), rtol=1e-4, atol=1e-5, equal_nan=True)
 
-def _hint(ex, args, got):
+def _hint(ex, args, got, expected):
+    "A hint for the wrong answer `got`: the known mistake it equals, or that it is not floating-point."
     for wrong, hint in ex.wrong:
         try: w = wrong(*_copies(args))
         except Exception: continue
-        if isinstance(w, torch.Tensor) and w.shape == got.shape and _close(got, w): return hint
+        if (isinstance(w, torch.Tensor) and w.shape == got.shape and w.is_floating_point() == got.is_floating_point()
+            and _close(got, w)): return hint
+    if expected.is_floating_point() and not got.is_floating_point():
+        return f'your function returned {got.dtype} values, not floating-point numbers: keep the float dtype of the inputs'
 
 def _call(name, names, args):
     "`name(args)` if short, else `name(a, b)` and the arguments one per line."
@@ -99,13 +104,13 @@ def _run_function(ex, fn, args):
                         'compute a new tensor and leave the one you were given as it was')
     if isinstance(got, (int, float)) and not isinstance(got, bool) and expected.ndim == 0: got = torch.tensor(got)
     if not isinstance(got, torch.Tensor):
-        return _say(call, shown, [('should return a tensor like', _show(expected)), ('but your function returned', repr(got))],
+        return _say(call, shown, [('should return a tensor like', _show(expected)), ('but your function returned', _show(got))],
                     'did you forget `return`?' if got is None else None)
     if got.shape != expected.shape:
         return _say(call, shown, [('should return shape', str(tuple(expected.shape))),
-                                  ('but your function returned shape', f'{tuple(got.shape)}: {_show(got)}')], _hint(ex, args, got))
+                                  ('but your function returned shape', f'{tuple(got.shape)}: {_show(got)}')], _hint(ex, args, got, expected))
     if not _close(got, expected):
-        return _say(call, shown, [('should be', _show(expected)), ('but your function returned', _show(got))], _hint(ex, args, got))
+        return _say(call, shown, [('should be', _show(expected)), ('but your function returned', _show(got))], _hint(ex, args, got, expected))
 
 # %% ../nbs/08_exercises.ipynb #4d4343d4
 EXERCISES = {}
@@ -116,11 +121,17 @@ def check(fn, # your function
           exercise:str=None, # the exercise's name, e.g. `'relu'`; `None`: `fn`'s name without a leading `my_`
          ) -> Result: # shows a friendly message; `.passed` says whether every case passed
     "Check your function for an exercise against the book's, on edge cases and random inputs. Never raises."
-    name = exercise if exercise is not None else getattr(fn, '__name__', '').removeprefix('my_')
-    if name not in EXERCISES:
-        return Result(str(name), False, 0, f"❌ there is no exercise called {name!r}; the exercises are: {', '.join(EXERCISES)}")
+    known = isinstance(exercise, str) and exercise in EXERCISES
+    if not callable(fn):
+        eg = exercise if known else 'relu'
+        return Result(str(exercise), False, 0, f"❌ check needs your function, e.g. check(my_{eg}, {eg!r}); got {_show(fn)}")
+    name = exercise if exercise is not None else str(getattr(fn, '__name__', '')).removeprefix('my_')
+    if not (isinstance(name, str) and name in EXERCISES):
+        said = (f"there is no exercise called {name!r}" if exercise is not None or name.isidentifier()
+                else "check cannot tell the exercise from your function's name")
+        return Result(str(name), False, 0, f"❌ {said}; name it, e.g. check(my_function, 'relu'). "
+                                           f"The exercises are: {', '.join(EXERCISES)}")
     ex = EXERCISES[name]
-    if not callable(fn): return Result(name, False, 0, f"❌ check needs your function, e.g. check(my_{name}, {name!r}); got {fn!r}")
     cases = ex.cases(torch.Generator().manual_seed(0))
     for i, args in enumerate(cases):
         problem = (ex.run or _run_function)(ex, fn, args)
@@ -235,8 +246,12 @@ def _run_step(ex, fn, case):
         hint = 'change params inside `with torch.no_grad():` — torch will not change a tensor that requires grad in place otherwise'
         return _say(call, given, [('raised', f'{type(e).__name__}: {e}')], hint if 'leaf Variable' in str(e) else None)
     got = params.detach()
+    if got.shape != p0.shape:
+        return _say(call, given, [('changed the shape of params to', str(tuple(got.shape)))], 'change the values of params, not its shape')
     if torch.equal(got, p0):
+        zeroed = params.grad is None or not params.grad.any()
         return _say(call, given, [('did not change', 'params')],
+                    'the gradient was zeroed before the step used it: first params -= lr * params.grad, then zero it' if zeroed else
                     'change params itself, in place (params -= ...); params = params - ... only makes a new tensor inside your function')
     if not _close(got, expected.detach()):
         hints = ((p0 + lr * grad, 'that is a step *up* the gradient: subtract lr * params.grad to go downhill'),

@@ -8,7 +8,7 @@ Needs `/usr/bin/chromium` (`apt-get install -y chromium`; never a Playwright bro
 tests are skipped, except in CI (`CI=true`), where they fail. Screenshots go to `$NEURALWIKI_ARTIFACTS` or
 `artifacts/` at the repository root. Run with `pytest -s` to see the measured slider->redraw latency.
 """
-import base64, json, os, socket, statistics, subprocess, sys, time
+import base64, json, os, signal, socket, statistics, subprocess, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,22 +65,25 @@ def _free_port():
 
 
 def _stop(proc, grace=15):
-    "Terminate `proc`, wait a bounded time, then kill it."
-    if proc.poll() is not None: return
-    proc.terminate()
-    try: proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    "Terminate `proc` (started in a session of its own), wait a bounded time, then kill what is left of its group."
+    if proc.poll() is None:
+        proc.terminate()
+        try: proc.wait(grace)
+        except subprocess.TimeoutExpired: pass
+    try: os.killpg(proc.pid, signal.SIGKILL) # the server if it is still there, and any kernel it left behind
+    except ProcessLookupError: pass
+    proc.wait(5)
 
 
 @contextmanager
 def voila(notebook, env, log_path, timeout=60):
     "Serve `notebook` with Voila on a free port of 127.0.0.1; yield its URL; stop the server however we leave."
     port = _free_port()
-    cmd = [sys.executable, '-m', 'voila', notebook.name, '--no-browser', '--Voila.ip=127.0.0.1', f'--port={port}']
+    cmd = [sys.executable, '-m', 'voila', notebook.name, '--no-browser', '--Voila.ip=127.0.0.1', f'--port={port}',
+           '--Voila.port_retries=0'] # our port or none: never another server's
     with open(log_path, 'wb') as log:
-        proc = subprocess.Popen(cmd, cwd=notebook.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=notebook.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True) # its kernels share its process group: _stop ends them all
         try:
             deadline = time.monotonic() + timeout
             while True: # a TCP connect, not an HTTP GET: a GET of the page would start a kernel
@@ -139,6 +142,17 @@ _WATCH = """img => {
         .observe(img, {attributes: true, attributeFilter: ['src']});
 }"""
 
+def wait_for_bytes(locator, expected, timeout_s=10):
+    "Wait (bounded) until the `<img>` shows exactly the bytes `expected`; fail with what it showed."
+    from playwright.sync_api import Error as PlaywrightError
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try: got = img_bytes(locator)
+        except PlaywrightError: got = b'' # the image was replaced while we read it: read again
+        if got == expected: return
+        assert time.monotonic() < deadline, f'the plot did not become the expected one within {timeout_s}s ({len(got)} bytes shown)'
+        time.sleep(0.1)
+
 def press_and_wait(page, handle, key, settle_ms=150, timeout_ms=10_000):
     "Press `key` on `handle`; wait until the plot changed and then stayed the same for `settle_ms`; return ms from key to last change."
     n = page.evaluate('window.nw.changes.length')
@@ -153,7 +167,7 @@ def test_widgets_in_voila(playwright_sync, artifacts, jupyter_env, tmp_path):
     import torch
     from neuralwiki.loss import noisy_quadratic, quad, mae, quad_loss
     from neuralwiki.gd import gd_step
-    from neuralwiki.widgets import QuadFitter, loss_text
+    from neuralwiki.widgets import QuadFitter, GDStepper, loss_text
     x, y = noisy_quadratic()
     def quad_text(a): return loss_text('MAE', mae(quad(a, 1.1, 1.1, x), y))
 
@@ -199,8 +213,11 @@ def test_widgets_in_voila(playwright_sync, artifacts, jupyter_env, tmp_path):
         gd_step(p, lambda q: quad_loss(q, x, y), 0.01)
         assert step_loss.inner_text() == loss_text('MAE', quad_loss(p, x, y))
         assert float(step_loss.inner_text().split('=')[1]) < float(start.split('=')[1])
-        page.wait_for_timeout(300) # the image follows the readout in the same callback
-        assert img_bytes(step_img) != step_before
+        stepped = GDStepper()
+        stepped.raise_errors = True
+        stepped.step() # the same step in this process: the page must show exactly its plot
+        assert stepped.image.value != step_before
+        wait_for_bytes(step_img, stepped.image.value)
         page.screenshot(path=str(artifacts/'after.png'), full_page=True)
     print(f'browser test: {time.monotonic() - t0:.1f} s')
 
