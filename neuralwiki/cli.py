@@ -157,9 +157,11 @@ def anki_cli(argv:list=None, # arguments after `neuralwiki anki`; `None`: from t
         cards = load_cards(shipped) if args.nbs is None else collect_cards(args.nbs)
         if not cards: return _fail('anki', f"no cards found in {args.nbs or shipped}", 1)
         counts = build_deck(cards, args.output)
-        if args.csv is not None: write_csv(cards, args.csv)
     except CardError as e: return _fail('anki', f"nothing written, because:\n{e}", 1)
     except (ImportError, OSError) as e: return _fail('anki', str(e), 1)
+    if args.csv is not None:
+        try: write_csv(cards, args.csv)
+        except OSError as e: return _fail('anki', f"wrote {args.output}, but not {args.csv}: {e}", 1)
     per_deck = ', '.join(f'{d}: {n}' for d, n in sorted(counts.items()))
     print(f"wrote {len(cards)} notes to {args.output}" + (f" and {args.csv}" if args.csv else '') + f" ({per_deck})")
     return 0
