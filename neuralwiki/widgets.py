@@ -94,7 +94,9 @@ class Explorer:
         for s in self.sliders.values(): s.observe(self._changed, 'value')
         self.loss_toggle.observe(self._changed, 'value')
         self.reset_button.on_click(self.reset)
-        self.widget = W.VBox([W.HBox([W.VBox(self._controls(W)), self.image]), self.error_label])
+        controls = W.VBox(self._controls(W), layout=W.Layout(flex='0 0 auto', min_width='360px'))
+        row = W.HBox([controls, self.image], layout=W.Layout(flex_flow='row wrap', align_items='flex-start'))
+        self.widget = W.VBox([row, self.error_label]) # on a narrow screen the plot wraps below the controls
         self.widget.add_class('neuralwiki-' + type(self).__name__.lower())
         self._changed()
 
@@ -211,8 +213,10 @@ class GDStepper(QuadFitter):
         self.loss_line, = self.loss_ax.plot([], [], 'o-', color='tab:purple', ms=3)
         self.lr = W.FloatLogSlider(value=self._lr0, base=10, min=-4, max=0, step=0.25, description='lr',
                                    readout_format='.4f')
-        self.mode = W.ToggleButtons(options=[('zero the gradient', True), ('accumulate (the source)', False)],
-                                    description='loop', style=dict(button_width='170px'))
+        self.mode = W.ToggleButtons(options=[('zero the grad', True), ('accumulate', False)], description='loop',
+                                    tooltips=['correct: zero the gradient every step',
+                                              "the source's loop: gradients add up from step to step"],
+                                    style=dict(button_width='120px'))
         small = dict(layout=W.Layout(width='80px'))
         self.n_steps = W.BoundedIntText(value=10, min=1, max=1000, description='N', style=dict(description_width='20px'),
                                         layout=W.Layout(width='100px'))
@@ -264,7 +268,7 @@ class GDStepper(QuadFitter):
         rows = ''.join(f'<tr><td>{n}</td><td>{v:.4f}</td><td>{g:.4f}</td><td>{s:.4f}</td>'
                        f'<td>{"▲" if m > 0 else "▼" if m < 0 else "·"} {m:+.4f}</td></tr>'
                        for n, v, g, s, m in zip(self.sliders, self.current().tolist(), here.tolist(), stored.tolist(), move.tolist()))
-        return ('<table><tr><th></th><th>value</th><th>gradient here</th><th>stored .grad</th><th>next step</th></tr>'
+        return ('<table style="border-collapse: separate; border-spacing: 10px 2px"><tr><th></th><th>value</th><th>gradient here</th><th>stored .grad</th><th>next step</th></tr>'
                 f'{rows}</table>')
 
     def advance(self, n:int=1):
