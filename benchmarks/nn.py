@@ -1,18 +1,16 @@
 """Train the digits MLP of chapter 6 twice, from the same initial weights on the same minibatches:
-(a) with neuralwiki.nn's hand-written backward pass, (b) with torch.nn layers, F.cross_entropy and autograd.
+(a) with neuralwiki's hand-written backward pass (`train`, exactly as a reader calls it), (b) with torch.nn
+layers, F.cross_entropy, autograd and torch.optim.SGD.
 Prints the time per epoch and the final training loss of each, and their ratios.
-Targets: hand-written within 1.3x of torch's time per epoch; final losses within 1%.
-For information it also times (c) the hand-written network with chapter 1's `matmul_torch` (BLAS `@`)
-in place of its `matmul`, to show what the from-scratch matrix product costs.
+Targets: hand-written within 1.1x of torch's time per epoch; final losses within 1%.
+A wrong result (final losses more than 1% apart, or a non-finite loss) exits with status 1; a missed speed
+target is printed, never a failure.
 Needs scikit-learn (a dev dependency) for the data."""
-import argparse, time
-from unittest import mock
+import argparse, math, sys, time
 
 import torch
 import torch.nn.functional as F
 
-import neuralwiki.nn
-from neuralwiki.matmul import matmul, matmul_torch
 from neuralwiki.nn import mlp, to_torch, train, batches, digits, CrossEntropy, cross_entropy, accuracy
 
 
@@ -75,16 +73,13 @@ def main(argv=None):
     print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}")
     print(f"digits: {len(x_train)} train / {len(x_test)} test; MLP {sizes}; {a.epochs} epochs, bs {a.bs}, "
           f"lr {a.lr}, seed {a.seed}; best of {a.repeats} runs each")
-    hand_name, torch_name, blas_name = 'hand-written', 'torch autograd', f'(c) hand-written, @ for {matmul.__name__}'
-    best, models = {hand_name: float('inf'), torch_name: float('inf'), blas_name: float('inf')}, {}
-    for _ in range(a.repeats):  # alternate, so all see the same machine load
+    hand_name, torch_name = 'hand-written', 'torch autograd'
+    best, models = {hand_name: float('inf'), torch_name: float('inf')}, {}
+    for _ in range(a.repeats):  # alternate, so both see the same machine load
         t, models[hand_name] = train_hand(sizes, x_train, y_train, a)
         best[hand_name] = min(best[hand_name], t)
         t, models[torch_name] = train_torch(sizes, x_train, y_train, a)
         best[torch_name] = min(best[torch_name], t)
-        with mock.patch.object(neuralwiki.nn, 'matmul', matmul_torch):
-            t, models[blas_name] = train_hand(sizes, x_train, y_train, a)
-        best[blas_name] = min(best[blas_name], t)
     losses, w = {}, max(map(len, best))
     print(f"{'':{w}} {'time/epoch':>11} {'final loss':>11} {'test acc':>9}")
     for name, model in models.items():
@@ -93,8 +88,10 @@ def main(argv=None):
         print(f"{name:{w}} {best[name]/a.epochs*1000:8.2f} ms {losses[name]:11.6f} {accuracy(out_test, y_test):9.1%}")
     t_ratio = best[hand_name] / best[torch_name]
     l_ratio = losses[hand_name] / losses[torch_name]
-    print(f"hand-written / torch: time {t_ratio:.2f}x (target <= 1.3x: {'met' if t_ratio <= 1.3 else 'NOT met'}), "
+    print(f"hand-written / torch: time {t_ratio:.2f}x (target <= 1.1x: {'met' if t_ratio <= 1.1 else 'NOT met'}), "
           f"final loss {l_ratio:.5f} (target within 1%: {'met' if abs(l_ratio-1) <= 0.01 else 'NOT met'})")
+    if not all(math.isfinite(l) for l in losses.values()) or abs(l_ratio - 1) > 0.01:
+        sys.exit(f"WRONG RESULT: the two networks should reach the same final loss, got {losses}")
 
 
 if __name__ == '__main__': main()

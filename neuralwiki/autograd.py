@@ -37,26 +37,26 @@ class Value:
         self.label = label
 
     # + - * /  with another Value (two inputs) or with a number (one input)
-    def __add__(self, other):
+    def __add__(self, other):       # d(a+b)/da = 1, d(a+b)/db = 1
         if isinstance(other, Value): return Value(self.data + other.data, ((self, 1.0), (other, 1.0)), '+')
         return Value(self.data + _number(other), ((self, 1.0),), '+')
 
-    def __sub__(self, other):
+    def __sub__(self, other):       # d(a-b)/da = 1, d(a-b)/db = -1
         if isinstance(other, Value): return Value(self.data - other.data, ((self, 1.0), (other, -1.0)), '-')
         return Value(self.data - _number(other), ((self, 1.0),), '-')
 
-    def __mul__(self, other):
+    def __mul__(self, other):       # d(a*b)/da = b, d(a*b)/db = a
         if isinstance(other, Value): return Value(self.data * other.data, ((self, other.data), (other, self.data)), '*')
         other = _number(other)
         return Value(self.data * other, ((self, other),), '*')
 
-    def __truediv__(self, other):
+    def __truediv__(self, other):   # d(a/b)/da = 1/b, d(a/b)/db = -a/b²
         if isinstance(other, Value):
             return Value(self.data / other.data, ((self, 1 / other.data), (other, -self.data / other.data**2)), '/')
         other = _number(other)
         return Value(self.data / other, ((self, 1 / other),), '/')
 
-    # the same with the number on the left: 2 + v, 1 - v, 2 * v, 1 / v
+    # the same with the number on the left: 2 + v, 1 - v (local -1), 2 * v, 1 / v (local -1/v²)
     def __radd__(self, other): return self + other
     def __rmul__(self, other): return self * other
     def __rsub__(self, other): return Value(_number(other) - self.data, ((self, -1.0),), '-')
@@ -64,9 +64,9 @@ class Value:
         other = _number(other)
         return Value(other / self.data, ((self, -other / self.data**2),), '/')
 
-    def __neg__(self): return Value(-self.data, ((self, -1.0),), 'neg')
+    def __neg__(self): return Value(-self.data, ((self, -1.0),), 'neg')   # d(-v)/dv = -1
 
-    def __pow__(self, n):
+    def __pow__(self, n):   # d(v**n)/dv = n * v**(n-1)
         if isinstance(n, Value):
             raise TypeError("the exponent must be a number, not a Value: for a Value exponent w, write (w * v.log()).exp()")
         n = _number(n, 'the exponent')
@@ -79,19 +79,20 @@ class Value:
         return Value(out, ((self, local),), f'**{n:g}')
 
     # functions of one input: the local derivative is the function's derivative
-    def relu(self): return Value(self.data if self.data > 0 else 0.0, ((self, 1.0 if self.data > 0 else 0.0),), 'relu')
+    def relu(self):   # slope 1 where the input is positive, 0 elsewhere
+        return Value(self.data if self.data > 0 else 0.0, ((self, 1.0 if self.data > 0 else 0.0),), 'relu')
 
     def __abs__(self): return Value(abs(self.data), ((self, (self.data > 0) - (self.data < 0)),), 'abs')   # slope: the sign
 
-    def tanh(self):
+    def tanh(self):   # d(tanh v)/dv = 1 - tanh(v)²
         t = math.tanh(self.data)
         return Value(t, ((self, 1 - t*t),), 'tanh')
 
-    def exp(self):
+    def exp(self):    # d(exp v)/dv = exp v
         e = math.exp(self.data)
         return Value(e, ((self, e),), 'exp')
 
-    def log(self):
+    def log(self):    # d(log v)/dv = 1/v
         if self.data <= 0: raise ValueError(f"log is only defined for positive numbers, got {self.data}")
         return Value(math.log(self.data), ((self, 1 / self.data),), 'log')
 
