@@ -10,17 +10,19 @@ import argparse, sys
 from functools import partial
 from pathlib import Path
 
-import torch
-
-from .loss import noisy_quadratic, mae, mse, quad_loss, mk_quad, f
-from .gd import fit, LossNotFinite
-from .anki import CardError, atomic_write, build_deck, collect_cards, load_cards, write_csv
+from .core import atomic_write, check_count, check_lr, require
+from .anki import CardError, build_deck, collect_cards, load_cards, with_times, write_csv
 from .anki import shipped_cards_path, stale_cards, update_shipped_cards
 
 # %% ../nbs/d_cli.ipynb #401547ac
 class _Parser(argparse.ArgumentParser):
     "An ArgumentParser whose errors are one line: `prog: error: message`, exit status 2."
     def error(self, message): self.exit(2, f"{self.prog}: error: {message}\n")
+
+def _parse(parser, argv):
+    "`(args, None)`, or `(None, status)` when argparse has printed help, a version or an error instead."
+    try: return parser.parse_args(argv), None
+    except SystemExit as e: return None, e.code
 
 def _fail(command, message, status):
     "Print `neuralwiki COMMAND: error: MESSAGE` on stderr and return the exit `status` (2: bad options; 1: the work failed)."
@@ -33,17 +35,14 @@ def _bad_output(option, path):
     if not path.parent.is_dir(): return f"{option}: folder {path.parent} does not exist"
 
 # %% ../nbs/d_cli.ipynb #c0ece550
-def _positive_float(s):
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number")
-    if not (v > 0 and v < float('inf')): raise argparse.ArgumentTypeError(f"must be a positive finite number, got {s}")
-    return v
-
-def _whole_number(s):
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number")
-    if v < 0: raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
+def _checked(convert, check):
+    "An argparse type: `convert` the text, then `check` the value with the library's own check (and its message)."
+    def parse(s):
+        try: v = convert(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a {'whole number' if convert is int else 'number'}")
+        try: return check(v)
+        except ValueError as e: raise argparse.ArgumentTypeError(str(e))
+    return parse
 
 # %% ../nbs/d_cli.ipynb #9e44f8da
 FIT_HELP = """Fit a quadratic to the source's noisy data by gradient descent and print the loss at each step.
@@ -51,14 +50,26 @@ FIT_HELP = """Fit a quadratic to the source's noisy data by gradient descent and
 With no options this is exactly the source's worked example: seed 42, 20 points, MAE loss, learning rate 0.01,
 10 steps, and a loop that never zeroes the gradient, so gradients accumulate from step to step (this is why the
 source's loss falls faster and faster). Its output is the source's table, line for line. Pass --zero-grad for
-the corrected loop."""
+the corrected loop (chapter 4 explains the difference).
+
+examples:
+  neuralwiki fit                                 the source's table
+  neuralwiki fit --zero-grad --steps 100         the corrected loop, longer
+  neuralwiki fit --loss mse --plot fit.png       another loss, and a picture of the fit
+
+exit status: 0 done, 1 the loss stopped being a finite number (try a smaller --lr), 2 bad options."""
 
 def _fit_parser():
+    from neuralwiki.loss import LOSSES
     p = _Parser(prog='neuralwiki fit', description=FIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--steps', type=_whole_number, default=10, help='number of gradient-descent steps (default: 10)')
-    p.add_argument('--lr', type=_positive_float, default=0.01, help='learning rate (default: 0.01)')
-    p.add_argument('--seed', type=_whole_number, default=42, help='seed of the noisy data (default: 42, the source\'s)')
-    p.add_argument('--loss', choices=['mae', 'mse'], default='mae', help='loss function (default: mae)')
+    p.add_argument('--steps', type=_checked(int, lambda v: check_count('steps', v)), default=10,
+                   help='number of gradient-descent steps (default: 10)')
+    p.add_argument('--lr', type=_checked(float, check_lr), default=0.01,
+                   help='learning rate: how far each step moves against the gradient (default: 0.01)')
+    p.add_argument('--seed', type=_checked(int, lambda v: check_count('seed', v)), default=42,
+                   help='seed of the noisy data (default: 42, the source\'s)')
+    p.add_argument('--loss', choices=list(LOSSES), default='mae',
+                   help='loss function: mae (mean absolute error) or mse (mean squared error) (default: mae)')
     p.add_argument('--zero-grad', action='store_true',
                    help="zero the gradient every step (correct); default: accumulate, as the source's loop does")
     p.add_argument('--plot', metavar='PATH', type=Path,
@@ -72,8 +83,11 @@ def save_fit_plot(path:Path, # where to write the PNG
                   history:list, # the loss at each step
                  ):
     "Save a PNG with the data, the true and fitted quadratics, and the loss history. Atomic."
+    import torch
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(10, 3.8))
+    from neuralwiki.relu import f
+    from neuralwiki.loss import mk_quad
+    fig = Figure(figsize=(9, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     xs = torch.linspace(-2.1, 2.1, 100)
     ax1.scatter(x.flatten(), y.flatten(), s=14, label='data')
@@ -88,16 +102,20 @@ def save_fit_plot(path:Path, # where to write the PNG
 def fit_cli(argv:list=None, # arguments after `neuralwiki fit`; `None`: from the command line
            ) -> int: # exit status
     "The `neuralwiki fit` command."
-    args = _fit_parser().parse_args(argv)
+    args, status = _parse(_fit_parser(), argv)
+    if args is None: return status
     if args.plot is not None:
-        try: import matplotlib
-        except ImportError: return _fail('fit', "--plot needs matplotlib, which is not installed: pip install matplotlib", 2)
+        try: require('matplotlib', needed_for='--plot')
+        except ImportError as e: return _fail('fit', str(e), 2)
         problem = _bad_output('--plot', args.plot)
         if problem: return _fail('fit', problem, 2)
+    import torch
+    from neuralwiki.loss import LOSSES, noisy_quadratic, quad_loss
+    from neuralwiki.gd import fit, LossNotFinite
     x, y = noisy_quadratic(seed=args.seed)
     abc = torch.tensor([1.1, 1.1, 1.1]).requires_grad_()
-    loss_fn = partial(quad_loss, x=x, y=y, loss={'mae': mae, 'mse': mse}[args.loss])
-    try: history = fit(abc, loss_fn, lr=args.lr, steps=args.steps, zero_grad=args.zero_grad)
+    loss_at = partial(quad_loss, x=x, y=y, loss_func=LOSSES[args.loss])
+    try: history = fit(abc, loss_at, lr=args.lr, steps=args.steps, accumulate=not args.zero_grad, progress=False)
     except LossNotFinite as e: return _fail('fit', str(e), 1)
     for i, loss in enumerate(history): print(f'step={i}; loss={loss:.2f}')
     if args.plot is not None: save_fit_plot(args.plot, x, y, abc.detach(), history)
@@ -106,9 +124,19 @@ def fit_cli(argv:list=None, # arguments after `neuralwiki fit`; `None`: from the
 # %% ../nbs/d_cli.ipynb #83fbc9fe
 ANKI_HELP = """Build the neuralwiki Anki deck: one deck with a sub-deck per chapter, from the flashcards in the book.
 
-Import the .apkg in Anki with File > Import. Importing a newer deck later updates your cards and keeps
-your reviews: every card has a fixed identity. --csv also writes the cards as text, for Anki's text import
-or another flashcard app (tab-separated; comma-separated if PATH ends in .csv)."""
+Import the .apkg in Anki with File > Import (default options). Importing a newer deck later updates only
+the cards that changed, and keeps your reviews, and your tags and edits on every other card: every card has
+a fixed identity and the time its content last changed. --csv also writes the cards as text, for Anki's text
+import or another flashcard app (tab-separated; comma-separated if PATH ends in .csv).
+
+Imported a deck whose sub-decks have chapter numbers (neuralwiki::01 Matrix multiplication)? Rename each in
+Anki to its name without the number before importing; the flashcards appendix shows how.
+
+examples:
+  neuralwiki anki                                writes neuralwiki.apkg
+  neuralwiki anki -o ~/deck.apkg --csv deck.csv  the deck, and the same cards as text
+
+exit status: 0 written, 1 nothing written (malformed cards, no genanki) or only the deck, 2 bad options."""
 
 def _anki_parser():
     p = _Parser(prog='neuralwiki anki', description=ANKI_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,7 +146,9 @@ def _anki_parser():
     p.add_argument('--nbs', metavar='DIR', type=Path,
                    help="read the cards from the notebooks in DIR instead of the copy shipped with the package")
     g = p.add_argument_group('for the book\'s maintainers (need --nbs)').add_mutually_exclusive_group()
-    g.add_argument('--update-shipped', action='store_true', help="rewrite the package's cards.json from the notebooks")
+    g.add_argument('--update-shipped', action='store_true',
+                   help="rewrite the package's cards.json from the notebooks; a changed card gets the present time, "
+                        "every other card keeps its recorded one")
     g.add_argument('--check-shipped', action='store_true', help="exit 1 if the package's cards.json differs from the notebooks")
     return p
 
@@ -147,14 +177,14 @@ def _maintain(args, shipped):
 def anki_cli(argv:list=None, # arguments after `neuralwiki anki`; `None`: from the command line
             ) -> int: # exit status
     "The `neuralwiki anki` command: build the flashcard deck (and CSV)."
-    try: args = _anki_parser().parse_args(argv)
-    except SystemExit as e: return e.code
+    args, status = _parse(_anki_parser(), argv)
+    if args is None: return status
     problem = _check_paths(args)
     if problem: return _fail('anki', problem, 2)
     shipped = shipped_cards_path()
     try:
         if args.update_shipped or args.check_shipped: return _maintain(args, shipped)
-        cards = load_cards(shipped) if args.nbs is None else collect_cards(args.nbs)
+        cards = load_cards(shipped) if args.nbs is None else with_times(collect_cards(args.nbs), shipped)
         if not cards: return _fail('anki', f"no cards found in {args.nbs or shipped}", 1)
         counts = build_deck(cards, args.output)
     except CardError as e: return _fail('anki', f"nothing written, because:\n{e}", 1)
@@ -180,9 +210,8 @@ def main(argv:list=None, # command-line arguments; `None`: `sys.argv[1:]`
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('command', choices=list(COMMANDS), metavar='COMMAND', help='one of: ' + ', '.join(COMMANDS))
     p.add_argument('--version', action='version', version=_version())
-    if not argv or argv[0] not in COMMANDS: p.parse_args(argv[:1])  # prints help/version/error and exits
-    if argv[0] == 'fit': return fit_cli(argv[1:])
-    return anki_cli(argv[1:])
+    if argv and argv[0] in COMMANDS: return {'fit': fit_cli, 'anki': anki_cli}[argv[0]](argv[1:])
+    return _parse(p, argv[:1])[1]  # help, version, or an error: printed, and its status returned
 
 def _version():
     from neuralwiki import __version__
