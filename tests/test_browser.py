@@ -182,6 +182,9 @@ def test_widgets_in_voila(playwright_sync, artifacts, jupyter_env, tmp_path):
         page.screenshot(path=str(artifacts/'before.png'), full_page=True)
         assert quad_loss_label.inner_text() == quad_text(1.1) == 'MAE = 2.422'
         assert readout.inner_text() == '1.10'
+        # the stepper's sliders say that they set the start, not where gradient descent is now
+        labels = page.locator(f'{STEPPER} .widget-slider .widget-label')
+        assert [labels.nth(i).inner_text() for i in range(3)] == ['start a', 'start b', 'start c']
         before = img_bytes(quad_img)
         assert before == QuadFitter().image.value # exactly the plot the kernel drew for the starting values
 
