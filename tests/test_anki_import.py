@@ -9,7 +9,7 @@ card behind in an old sub-deck while a new one stays empty.
 
 Skipped when the `anki` package is not installed (`pip install anki`: it is in the dev extra, so CI runs it).
 """
-import json, re
+import json, re, time
 from pathlib import Path
 
 import pytest
@@ -51,9 +51,9 @@ class Book:
 
     def chapter(self, name, cells): write_nb(self.nbs/name, *cells)
 
-    def release(self):
+    def release(self, later=0):
         "Record the cards (times of unchanged cards kept), build the deck from the record: the path of a release."
-        update_shipped_cards(self.nbs, self.cards)
+        update_shipped_cards(self.nbs, self.cards, now=time.time() + later)
         self.n += 1
         apkg = self.root/f'neuralwiki-{self.n}.apkg'
         build_deck(load_cards(self.cards), apkg)
@@ -161,11 +161,12 @@ def test_renumbering_chapters_moves_no_card(world):
     learner.import_deck(book.release())
     live_a_little(learner)
     schedule = learner.scheduling()
-    (book.nbs/'01_alpha.ipynb').rename(book.nbs/'03_alpha.ipynb')  # Alpha becomes chapter 3
-    got = learner.import_deck(book.release())
+    (book.nbs/'01_alpha.ipynb').rename(book.nbs/'03_alpha.ipynb')  # Alpha becomes chapter 3, a minute later
+    got = learner.import_deck(book.release(later=60))
     # the sub-decks are named without numbers: nothing new, nothing left behind
     assert learner.sub_decks() == {'neuralwiki::Alpha': 4, 'neuralwiki::Beta': 2}
-    # each Alpha note says where to reread it ("03 Alpha"), so those notes are updated; Beta's are untouched
+    # each Alpha note says where to reread it ("03 Alpha"): those notes changed, so Anki updates them (replacing a
+    # learner's edit of them, as it does for any note that changed after the edit); Beta's are untouched
     assert got == {'new': set(), 'updated': {card_guid(i) for i in ('alpha/one', 'alpha/two', 'alpha/three')}}
     assert learner.note('alpha/one')['Source'] == '03 Alpha · alpha/one'
     assert learner.note('beta/one').tags == ['beta', 'hard']
@@ -233,3 +234,24 @@ def test_the_books_deck(tmp_path):
             if c.kind == 'cloze': assert all(q.count('[...]') == 1 for q in shown), (c.id, shown)
         assert learner.import_deck(apkg) == {'new': set(), 'updated': set()}
     finally: learner.col.close()
+
+
+def test_csv_import(world):
+    "The same cards as text: Anki's own Basic and Cloze note types, one card per bold part; re-importing changes nothing."
+    from anki.collection import ImportCsvRequest
+    from neuralwiki.anki import collect_cards, write_csv
+    book, learner = world
+    path = book.root/'cards.csv'
+    write_csv(collect_cards(book.nbs), path)
+    def import_csv():
+        metadata = learner.col.get_csv_metadata(str(path), None)
+        return learner.col.import_csv(ImportCsvRequest(path=str(path), metadata=metadata)).log
+    log = import_csv()
+    assert (len(log.new), len(log.updated)) == (5, 0)
+    two = learner.note('alpha/two')
+    assert two.note_type()['name'] == 'Cloze' and two['Text'] == 'ReLU sets {{c1::negative}} values to {{c2::zero}}.'
+    assert [visible(c.render_output(reload=True).question_text) for c in two.cards()] == \
+        ['ReLU sets [...] values to zero.', 'ReLU sets negative values to [...].']
+    assert learner.sub_decks() == {'neuralwiki::Alpha': 4, 'neuralwiki::Beta': 2}
+    log = import_csv()
+    assert (len(log.new), len(log.updated)) == (0, 0)
