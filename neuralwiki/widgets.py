@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 
 from .core import check_lr, check_count
-from .relu import f, rectified_linear, double_relu
+from .relu import f, largest_gap, rectified_linear, double_relu
 from .loss import LOSSES, noisy_quadratic, quad, quad_loss
 from .gd import gd_step, LossNotFinite
 
@@ -25,10 +25,11 @@ def loss_text(name:str, # 'MAE' or 'MSE'
     if isinstance(value, torch.Tensor): value = value.detach()
     return f"{name} = {float(value):.3f}"
 
-def gap_text(value:float, # the largest distance between two curves
+def gap_text(gap:float, # the largest distance between two curves
+             x:float, # where it is
             ) -> str:
-    "The largest gap as the ReLU explorers show it, e.g. `largest gap = 8.150`."
-    return f"largest gap = {float(value):.3f}"
+    "The largest gap as the ReLU explorers show it, e.g. `largest gap = 12.500 at x = 2.00`."
+    return f"largest gap = {float(gap):.3f} at x = {float(x):.2f}"
 
 # %% ../nbs/c_widgets.ipynb #4aa862cf
 def callback(meth):
@@ -67,12 +68,13 @@ class Explorer:
     ranges = {} # parameter name -> (start, min, max) of its slider
     curve = None # `curve(*params, x)`: the model
     title, curve_label, ylim, figsize, ncols = '', 'the curve', (-3, 16), (5, 3.5), 1
+    interval = (-2.1, 2.1) # the x-axis interval the curve is drawn on
     slider_label = '{}' # a slider's description, from its parameter's name
     raise_errors = False # `True`: errors inside callbacks propagate (the tests set it); `False`: they are shown
 
     def __init__(self, **start): # starting values of some parameters, e.g. `a=3`
         import ipywidgets as W
-        self.xs = torch.linspace(-2.1, 2.1, 100)
+        self.xs = torch.linspace(*self.interval, 100)
         self.defaults = self._check_start(start)
         self.errors, self._holding = [], False
         self.sliders = {n: W.FloatSlider(value=v, min=self.ranges[n][1], max=self.ranges[n][2], step=0.1,
@@ -119,7 +121,8 @@ class Explorer:
         self.line, = self.ax.plot(self.xs, self.xs*0, color='tab:red', animated=True, label=self.curve_label, zorder=3)
         self._backdrop()
         self.animated.insert(0, self.line)
-        self.ax.set(xlim=(-2.25, 2.25), ylim=self.ylim, xlabel='x', ylabel='y') # a margin: a gap at an end stays visible
+        lo, hi = self.interval
+        self.ax.set(xlim=(lo - 0.15, hi + 0.15), ylim=self.ylim, xlabel='x', ylabel='y') # a margin: a gap at an end stays visible
         self.ax.set_title(self.title, fontsize=10)
         self.ax.legend(loc='upper center', fontsize=8)
 
@@ -173,7 +176,7 @@ class ReluExplorer(Explorer):
     ranges = dict(m=(1.5, -10, 10), b=(1.5, -10, 10))
     curve = staticmethod(rectified_linear)
     target = staticmethod(f) # the curve to approximate
-    title, curve_label, ylim = '$\\mathrm{relu}(mx+b)$ against $f(x)=3x^2+2x+1$', 'relu(mx+b)', (-2, 20)
+    title, curve_label, ylim, interval = '$\\mathrm{relu}(mx+b)$ against $f(x)=3x^2+2x+1$', 'relu(mx+b)', (-2, 19), (-2., 2.)
 
     def _add_widgets(self, W):
         self.gap_label = W.HTML()
@@ -182,21 +185,22 @@ class ReluExplorer(Explorer):
     def _backdrop(self):
         with torch.no_grad(): self.ax.plot(self.xs, self.target(self.xs), color='tab:blue', label='f(x)')
         self.gap_line, = self.ax.plot([], [], color='black', linestyle=':', linewidth=1.5, marker='_', markersize=8,
-                                     animated=True, label='largest gap')
+                                      animated=True, label='largest gap')
         self.animated.append(self.gap_line)
 
     def _controls(self, W): return [*self.sliders.values(), self.reset_button, self.gap_label]
 
-    def gap(self) -> float:
-        "The largest distance between the curve and `target` on the plotted interval."
-        with torch.no_grad(): return (self.curve(*self.current(), self.xs) - self.target(self.xs)).abs().max().item()
+    def gap(self) -> tuple: # `(gap, x)`
+        "Chapter 2's `largest_gap` between the curve and `target` on the plotted interval: the gap, and where it is."
+        params = self.current()
+        with torch.no_grad(): return largest_gap(lambda x: self.curve(*params, x), self.target, *self.interval)
 
     def draw(self):
         "Redraw the curve, the segment where the gap is largest, and the readout."
-        with torch.no_grad(): ys, fs = self.curve(*self.current(), self.xs), self.target(self.xs)
-        i = int((ys - fs).abs().argmax())
-        self.gap_line.set_data([self.xs[i], self.xs[i]], [fs[i], ys[i]])
-        self.gap_label.value = gap_text(self.gap())
+        gap, at = self.gap()
+        with torch.no_grad(): ends = [self.target(torch.tensor(at)).item(), self.curve(*self.current(), torch.tensor(at)).item()]
+        self.gap_line.set_data([at, at], ends)
+        self.gap_label.value = gap_text(gap, at)
         super().draw()
 
 class DoubleReluExplorer(ReluExplorer):
