@@ -5,7 +5,9 @@ import setuptools
 
 # Adapted from nbdev 2.4.14's setup.py: all settings are in settings.ini; edit there, not here.
 # Changes from nbdev's copy: '3.11' added to py_versions (its list skips it); no implicit 'packaging'
-# requirement (run-time requirements are exactly settings.ini's `requirements`); optional extras below.
+# requirement (run-time requirements are exactly settings.ini's `requirements`); every `<name>_requirements` in
+# settings.ini is an extra (`pip install "neuralwiki[book]"`); requirement lists are split like a shell line, so one
+# with an environment marker is written in quotes.
 config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding="utf-8")
 cfg = config['DEFAULT']
@@ -31,9 +33,9 @@ requirements = shlex.split(cfg.get('requirements', ''))
 if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
-dev_requirements = (cfg.get('dev_requirements') or '').split()
-# Optional extras beyond nbdev's `dev`: `pip install neuralwiki[anki]` etc., from `<name>_requirements` in settings.ini.
-extras = {name: cfg.get(f'{name}_requirements', '').split() for name in ('anki', 'plot', 'widgets')}
+# Extras: `dev` (nbdev's) and every other `<name>_requirements` (book, anki, plot, widgets, digits...).
+extras = {key[:-len('_requirements')]: shlex.split(cfg[key]) for key in cfg
+          if key.endswith('_requirements') and key != 'pip_requirements'}
 project_urls = {}
 if cfg.get('doc_host'): project_urls["Documentation"] = cfg['doc_host'] + cfg.get('doc_baseurl', '')
 
@@ -49,7 +51,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, **extras },
+    extras_require = extras,
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding="utf8").read(),

@@ -31,7 +31,7 @@ def readme_text(nb_path=ROOT/'nbs'/'index.ipynb'):
     nb.cells = [c for c in nb.cells if not (c.cell_type == 'code' and is_hidden(c))]
     for c in nb.cells:
         if c.cell_type == 'code': c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|'))
-        else: c.source = re.sub(r'\]\((\d\d_[\w.-]+\.ipynb)\)', r'](nbs/\1)', c.source)
+        else: c.source = re.sub(r'\]\(((?:\d\d|[a-z])_[\w.-]+\.ipynb)\)', r'](nbs/\1)', c.source)
     body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     note = '<!-- Generated from nbs/index.ipynb by .ci/readme.py: edit the notebook, not this file. -->\n\n'
     return note + re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
