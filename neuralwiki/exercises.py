@@ -342,9 +342,10 @@ def _run_value_op(ex, fn, args):
     try: out = fn(v)
     except Exception as e: return _say(call, [], [('raised', f'{type(e).__name__}: {e}')])
     if v.data != x: return _say(call, [], [('changed its input', f'v to {_show(v)}')], 'compute a new Value and leave v as it was')
-    if not (hasattr(out, 'data') and callable(getattr(out, 'backward', None))):
+    if isinstance(out, torch.Tensor) or not (hasattr(out, 'data') and callable(getattr(out, 'backward', None))):
         return _say(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but your function returned', _show(out))],
                     'did you forget `return`?' if out is None else
+                    "that is a torch tensor: this exercise is about chapter 5's engine, so build a Value from v" if isinstance(out, torch.Tensor) else
                     'return a Value made from v, e.g. Value(t, ((v, local_derivative),)), so that backward() can reach v')
     if not _near(float(out.data), want_data):
         return _say(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but its data is', f'{float(out.data):.6g}')],
