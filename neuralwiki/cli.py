@@ -112,7 +112,8 @@ def fit_cli(argv:list=None, # arguments after `neuralwiki fit`; `None`: from the
     import torch
     from neuralwiki.loss import LOSSES, noisy_quadratic, quad_loss
     from neuralwiki.gd import fit, LossNotFinite
-    x, y = noisy_quadratic(seed=args.seed)
+    try: x, y = noisy_quadratic(seed=args.seed)
+    except ValueError as e: return _fail('fit', f"argument --seed: {e}", 2)  # numpy's own limit on seeds
     abc = torch.tensor([1.1, 1.1, 1.1]).requires_grad_()
     loss_at = partial(quad_loss, x=x, y=y, loss_func=LOSSES[args.loss])
     try: history = fit(abc, loss_at, lr=args.lr, steps=args.steps, accumulate=not args.zero_grad, progress=False)
