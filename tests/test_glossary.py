@@ -8,7 +8,8 @@ the chapter that teaches the term ("chapter 4 will show how to find the gradient
 
 Matching is case-insensitive and whole-word: a spelling that starts (ends) with a letter or digit must not be
 preceded (followed) by one, so "loss" matches `loss`, `Loss:` and `quad_loss` but not "lossless"; `_` counts as a
-boundary. Spaces in a spelling match any run of spaces or hyphens ("learning rate", "learning-rate").
+boundary. Spaces in a spelling match any run of spaces or hyphens ("learning rate", "learning-rate"). A flashcard's
+id (`> **Card** `relu/gradient-at-zero``) is not checked: it never changes (Anki knows the card by it).
 
 To extend (chapter 7, say): add `7: {'term': ['spelling', ...]}` below; nothing else changes.
 """
@@ -60,6 +61,8 @@ TERMS = [(ch, term, re.compile('|'.join(spelling_re(s) for s in spellings), re.I
 # "chapter 4", "Chapter 5's", "chapters 4 and 5", "chapters 4-6", and links to a chapter's notebook "04_gradient_descent.ipynb"
 POINTER = re.compile(r'chapters?\s+(\d+(?:\s*(?:,|and|or|to|–|-)\s*\d+)*)', re.I)
 LINK = re.compile(r'(?<![0-9])(\d\d)_\w+\.ipynb')
+# A flashcard's id (`> **Card** `relu/gradient-at-zero``) is its identity in Anki forever: not prose, never checked.
+CARD_ID = re.compile(r'^(\s*>\s*\*\*(?:Card|Cloze)\*\*\s*)`[^`]*`')
 
 
 def chapters_pointed_at(line):
@@ -79,7 +82,8 @@ def visible_lines(cell):
     if cell['cell_type'] == 'code':
         if any(re.match(r'#\|\s*hide\s*$', l) for l in lines): return []
         return [(n, l) for n, l in enumerate(lines, 1) if not l.startswith('#|')]
-    return list(enumerate(lines, 1)) if cell['cell_type'] == 'markdown' else []
+    if cell['cell_type'] != 'markdown': return []
+    return [(n, CARD_ID.sub(r'\1', l)) for n, l in enumerate(lines, 1)]
 
 
 def early_terms(path, chapter=None):
@@ -129,6 +133,8 @@ def test_the_matching(tmp_path, monkeypatch):
         ['cross-entropy', 'epoch', 'minibatch', 'softmax', 'stochastic gradient descent']
     assert hits('the computational graph and the chain rule') == ['chain rule', 'computation graph']
     assert hits('gradient', chapter=4) == [] and hits('epoch', chapter=6) == []
+    assert visible_lines({'cell_type': 'markdown', 'source': '> **Card** `relu/gradient-at-zero`\n> **Q:** A gradient?'}) == \
+        [(1, '> **Card** '), (2, '> **Q:** A gradient?')]
     assert chapters_pointed_at('chapter 4 will show it; see chapters 5 and 6, and [loss](03_loss.ipynb)') == [4, 5, 6, 3]
 
     nb = {'cells': [
