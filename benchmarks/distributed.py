@@ -1,0 +1,103 @@
+"""Data-parallel training (chapter 7) on 1 and 2 workers: seconds per epoch, bytes all-reduced per step, efficiency.
+
+Trains chapter 6's digits network with `neuralwiki.distributed.train_dp` in a gloo group of 1 worker and of 2
+workers (one CPU core each, started by `launch`), for a few network widths and batch sizes, from the same
+initial weights on the same minibatches. Prints, for each: seconds per epoch (the slowest worker, between two
+barriers, so process start-up is not counted), the bytes each worker all-reduces per step (parameters x element
+size), the speed-up t1/t2 and the efficiency t1/(2 t2) (1.0 would be perfect). For reference it also times
+chapter 6's `train` alone in this process (no group, no all-reduce), on one thread.
+
+Timings are printed, never asserted. A wrong result is a failure: the 2-worker parameters must equal the
+1-worker ones (float32: within 1e-4) and be identical on both workers; otherwise it prints WRONG and exits 1.
+`--short` is the quick mode for CI. Needs scikit-learn (a dev dependency) for the data."""
+import argparse, os, sys, time
+
+import torch
+
+from neuralwiki.distributed import launch, timed, train_dp
+from neuralwiki.nn import CrossEntropy, digits, mlp, train
+
+CONFIGS = [(64, 32), (64, 256), (64, None), (512, None)]   # (hidden neurons, minibatch size; None: all 1437)
+SHORT = [(64, 32), (64, None)]
+
+
+def positive_int(text):
+    "argparse type: a whole number >= 1."
+    try: n = int(text)
+    except ValueError: n = 0
+    if n < 1: raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--epochs', type=positive_int, default=None,
+                   help='epochs per measurement (default: 5 for minibatches, 40 for full batches; --short: 1 and 8)')
+    p.add_argument('--repeats', type=positive_int, default=None, help='measure each this many times, keep the fastest '
+                   '(default: 3; --short: 1)')
+    p.add_argument('--short', action='store_true', help='two configurations, fewer epochs: the quick check for CI')
+    return p.parse_args(argv)
+
+
+def epochs_for(bs, a):
+    if a.epochs: return a.epochs
+    return (1 if bs else 8) if a.short else (5 if bs else 40)
+
+
+def measure(configs, x, y, a):
+    "On every worker: for each configuration, the fastest of `repeats` timed runs, and the trained parameters."
+    out = []
+    for hidden, bs in configs:
+        best, params = float('inf'), None
+        for _ in range(a.repeats):
+            seconds, model = timed(train_dp, mlp([64, hidden, 10], seed=0), CrossEntropy(), x, y,
+                                   epochs=epochs_for(bs, a), bs=bs)
+            best, params = min(best, seconds), [p.clone() for p in model.parameters()]
+        out.append((best / epochs_for(bs, a), params))
+    return out
+
+
+def one_process(hidden, bs, x, y, a):
+    "Chapter 6's `train` in this process, no group: seconds per epoch, the fastest of `repeats`."
+    best = float('inf')
+    for _ in range(a.repeats):
+        start = time.perf_counter()
+        train(mlp([64, hidden, 10], seed=0), CrossEntropy(), x, y, epochs=epochs_for(bs, a), bs=bs, progress=False)
+        best = min(best, time.perf_counter() - start)
+    return best / epochs_for(bs, a)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    a.repeats = a.repeats or (1 if a.short else 3)
+    configs = SHORT if a.short else CONFIGS
+    torch.set_num_threads(1)
+    x, y, _, _ = digits()
+    print(f"torch {torch.__version__}, gloo on 127.0.0.1, {os.cpu_count()} CPU cores, one thread per worker; "
+          f"chapter 6's digits ({len(x)} training images), float32; fastest of {a.repeats}; "
+          f"load average {os.getloadavg()[0]:.1f} (other programs slow the workers down: measure on a quiet machine)")
+    runs = {n: launch(measure, configs, x, y, a, nproc=n, timeout=120) for n in (1, 2)}
+    head = (f"{'network':>10} {'batch':>5} {'params':>7} {'bytes/step':>10} {'steps/epoch':>11} {'alone':>9} "
+            f"{'1 worker':>9} {'2 workers':>9} {'speed-up':>8} {'efficiency':>10}")
+    print(head + '\n' + '-' * len(head))
+    wrong = []
+    for i, (hidden, bs) in enumerate(configs):
+        (t1, p1), (t2, p2), (_, p2b) = runs[1][0][i], runs[2][0][i], runs[2][1][i]
+        n_params = sum(p.numel() for p in p1)
+        bytes_per_step = sum(p.numel() * p.element_size() for p in p1)
+        steps = -(-len(x) // (bs or len(x)))
+        alone = one_process(hidden, bs, x, y, a)
+        diff = max((p - q).abs().max().item() for p, q in zip(p1, p2))
+        if diff > 1e-4 or not all(torch.equal(p, q) for p, q in zip(p2, p2b)):
+            wrong.append(f"64-{hidden}-10, batch {bs or len(x)}: 2 workers differ from 1 by {diff:.2e}, "
+                         f"or from each other")
+        print(f"{f'64-{hidden}-10':>10} {bs or len(x):>5} {n_params:>7,} {bytes_per_step:>10,} {steps:>11} "
+              f"{alone*1000:>6.1f} ms {t1*1000:>6.1f} ms {t2*1000:>6.1f} ms {t1/t2:>7.2f}x {t1/(2*t2):>10.2f}")
+    print("alone: chapter 6's train, no group; 1 and 2 workers: train_dp in a gloo group; times are seconds per epoch")
+    if wrong:
+        print('WRONG result: ' + '; '.join(wrong))
+        sys.exit(1)
+    print('results: the 2-worker parameters equal the 1-worker ones (within 1e-4, float32) and are identical on both workers')
+
+
+if __name__ == '__main__': main()
