@@ -32,7 +32,8 @@ say "a fresh venv: torch, then the wheel's [book] extra and a kernel"
 $PY -m venv "$tmp/venv"
 V="$tmp/venv/bin"
 quiet_pip "$V/pip" install -q torch==2.13.0
-if unzip -p "$wheel" '*.dist-info/METADATA' | grep -qx 'Provides-Extra: book'; then
+if $PY -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); m = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+sys.exit("Provides-Extra: book" not in z.read(m).decode().splitlines())' "$wheel"; then
   quiet_pip "$V/pip" install -q "$wheel[book]" ipykernel nbclient
 else
   # Until settings.ini defines book_requirements: what the chapters need, by hand (this is not the [book] extra).
