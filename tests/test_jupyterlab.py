@@ -349,4 +349,12 @@ def test_open_save_close_leaves_git_clean(clone, tmp_path):
     if hook_errors: problems.append(f'the pre-save hook failed: {hook_errors[0]} (see the log of the server)')
     if problems:
         (artifacts/'lab.log').write_text(log)
-        pytest.fail(f'{len(problems)} problem(s) in JupyterLab:\n' + '\n'.join(problems), pytrace=False)
+        hints = [h for key, h in [
+            ('display_name', 'kernelspec display_name / language_info changed: the book command runs JupyterLab without '
+                             "a pre-save hook that cleans as nbdev_clean does (and settings.ini needs jupyter_hooks = True)"),
+            ('"source": [', 'a "source" string became a list: the file is not in the form nbformat writes; refresh it '
+                            'with jupyter nbconvert --to notebook --inplace, then nbdev_clean'),
+            ('"max": ', 'widget-state numbers changed (10.0 -> 10): the browser re-serialises them; the pre-save hook '
+                        "must keep the file's stored widget state when its values are equal")] if key in '\n'.join(problems)]
+        pytest.fail(f'{len(problems)} problem(s) in JupyterLab:\n' + '\n'.join(problems) +
+                    ''.join(f'\nhint: {h}' for h in hints), pytrace=False)
