@@ -56,9 +56,10 @@ def progress_bar(n:int, # how many iterations
                 ): # iterates over `range(n)`; has tqdm's `set_postfix`, `update` and `close`
     "`range(n)` with a tqdm progress bar, or a `NoBar` that iterates the same and shows nothing."
     if not progress and progress is not None: return NoBar(range(n))
-    try: from tqdm.auto import tqdm
+    try: from tqdm.auto import tqdm as widget_bar; from tqdm import tqdm as text_bar
     except ImportError: return NoBar(range(n))
-    return tqdm(range(n), desc=desc, unit=unit, delay=0 if progress else delay)
+    if progress: return widget_bar(range(n), desc=desc, unit=unit)
+    return text_bar(range(n), desc=desc, unit=unit, delay=delay)
 
 # %% ../nbs/00_core.ipynb #8a31bf41
 def check_lr(lr, # the learning rate to check
