@@ -16,8 +16,8 @@ Where the difference comes from (chapter 5 keeps one sentence of this):
   inputs are kept in a tuple rather than a `set`, and `__slots__` makes each `Value` cheaper to create.
 - No reference cycles: a micrograd closure refers to the node it belongs to, so every micrograd graph is a
   cycle that only the garbage collector can free, and the collector runs more often. A graph of neuralwiki's
-  is freed the moment nothing refers to it. That is why the gap is wider with the collector on (1.7-2.0x on
-  the 2-core machine the book was written on) than off (about 1.5x).
+  is freed the moment nothing refers to it. That is why the gap is wider with the collector on (about 1.65x in
+  total on the 2-core machine the book was written on, 2x in the forward pass) than off (about 1.45x).
 - Backward, only a little faster: walking the graph in topological order costs about the same in any
   pure-Python engine. Storing `(input, local derivative)` pairs matters: an earlier draft kept inputs and
   derivatives in two tuples and paired them with `zip`, and making that `zip` object for every node made its
