@@ -25,10 +25,10 @@ def mk_quad(a, b, c):
 def noise(x:torch.Tensor, # the tensor whose shape the noise takes
           scale:float, # standard deviation of the Gaussian noise
           rng:np.random.RandomState=None, # where the random numbers come from; `None`: numpy's global generator, as in the source
-         ) -> torch.Tensor: # float64 noise, shaped like `x`
+         ) -> torch.Tensor: # float64 noise, shaped like `x`, on its device
     "Gaussian noise with mean 0 and standard deviation `scale`, shaped like `x`."
     draw = np.random.normal if rng is None else rng.normal
-    return torch.from_numpy(draw(scale=scale, size=tuple(x.shape)))
+    return torch.from_numpy(draw(scale=scale, size=tuple(x.shape))).to(x.device)  # numpy draws on the CPU
 
 # %% ../nbs/03_loss.ipynb #f448f93e
 def add_noise(x:torch.Tensor, # the exact values
@@ -45,13 +45,15 @@ def noisy_quadratic(seed:int=42, # seed of the random generator; 42 is the sourc
                     mult:float=0.15, # multiplicative noise
                     add:float=1.5, # additive noise
                     dtype:torch.dtype=None, # `None`: the source's dtypes (`x` float32, `y` float64); else both cast to it
+                    device=None, # where `x` and `y` go, e.g. `'cuda'`; `None`: torch's default device
                    ) -> tuple: # `(x, y)`, both shaped `(n, 1)`
     "The source's data: `f` at `n` points on [-2, 2] with noise. Leaves numpy's global random state alone."
     rng = np.random.RandomState(seed)
-    x = torch.linspace(-2, 2, steps=n)[:,None]
+    x = torch.linspace(-2, 2, steps=n, device='cpu')[:,None]  # on the CPU, with numpy's noise: the same data on any device
     y = add_noise(f(x), mult, add, rng)  # float64: numpy's noise is, and torch promotes the float32 x*(1+noise)
     if dtype is not None: x, y = x.to(dtype), y.to(dtype)
-    return x, y
+    device = torch.get_default_device() if device is None else device
+    return x.to(device), y.to(device)
 
 # %% ../nbs/03_loss.ipynb #db11668c
 def _check_pair(pred, actual):

@@ -31,12 +31,13 @@ def _check_batch(x, width, who):
 class Layer:
     "A piece of a network: `forward` computes the output; `backward` turns d(loss)/d(output) into d(loss)/d(input)."
     x = None          # the input of the last forward pass; `backward` needs it
-    _checked = None   # (shape, dtype) of the last input that `check` accepted
+    _checked = None   # (shape, dtype, device) of the last input that `check` accepted
     def __call__(self, x):
-        "`forward(x)`, after `check(x)` if this shape and dtype are new to the layer."
-        if (getattr(x, 'shape', None), getattr(x, 'dtype', None)) != self._checked:
+        "`forward(x)`, after `check(x)` if this shape, dtype and device are new to the layer."
+        key = tuple(getattr(x, a, None) for a in ('shape', 'dtype', 'device'))
+        if key != self._checked:
             self.check(x)
-            self._checked = (x.shape, x.dtype)
+            self._checked = key
         return self.forward(x)
     def check(self, x):
         "Refuse an input the layer cannot take; here, anything but a tensor."
@@ -70,11 +71,14 @@ class Linear(Layer):
                  n_out:int, # number of outputs (neurons)
                  generator:torch.Generator=None, # random generator for the initial weights; `None`: torch's global one
                  dtype:torch.dtype=torch.float32, # dtype of the parameters
+                 device=None, # where the parameters live, e.g. `'cuda'`; `None`: torch's default device
                 ):
         if not all(isinstance(n, int) and n > 0 for n in (n_in, n_out)):
             raise ValueError(f"n_in and n_out must be positive whole numbers, got {n_in!r} and {n_out!r}")
-        self.w = torch.randn(n_in, n_out, generator=generator, dtype=dtype) * math.sqrt(2/n_in)
-        self.b = torch.zeros(n_out, dtype=dtype)
+        device = torch.get_default_device() if device is None else torch.device(device)
+        drawn_on = device if generator is None else generator.device  # then moved: one seed, the same weights anywhere
+        w = torch.randn(n_in, n_out, generator=generator, dtype=dtype, device=drawn_on) * math.sqrt(2/n_in)
+        self.w, self.b = w.to(device), torch.zeros(n_out, dtype=dtype, device=device)
         self.zero_grad()
     def parameters(self) -> list: return [self.w, self.b]
     def check(self, x):
@@ -82,6 +86,9 @@ class Linear(Layer):
         _check_batch(x, self.w.shape[0], 'Linear')
         if x.dtype != self.w.dtype:
             raise TypeError(f"{self!r} has {self.w.dtype} weights but got {x.dtype} inputs: convert them, x.to({self.w.dtype})")
+        if x.device != self.w.device:
+            raise ValueError(f"{self!r} has its weights on {self.w.device} but got inputs on {x.device}: "
+                             f"move them, x.to('{self.w.device}')")
     def forward(self,
                 x:torch.Tensor, # a batch of inputs, shape `(batch, n_in)`
                ) -> torch.Tensor: # shape `(batch, n_out)`
@@ -160,13 +167,14 @@ class Sequential(Layer):
 def mlp(sizes:list, # layer widths, inputs first: `[64, 64, 10]` is 64 inputs, 64 hidden neurons, 10 outputs
         seed:int=0, # seed for the initial weights
         dtype:torch.dtype=torch.float32, # dtype of the parameters
+        device=None, # where the parameters live, e.g. `'cuda'`; `None`: torch's default device
        ) -> Sequential:
     "A multi-layer perceptron: `Linear` layers of the given `sizes` with a `ReLU` between each pair."
     if len(sizes) < 2 or not all(isinstance(n, int) and n > 0 for n in sizes):
         raise ValueError(f"sizes must be at least two positive whole numbers (inputs, ..., outputs), got {sizes!r}")
     g = torch.Generator().manual_seed(seed)
     layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]): layers += [Linear(n_in, n_out, g, dtype), ReLU()]
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]): layers += [Linear(n_in, n_out, g, dtype, device), ReLU()]
     return Sequential(*layers[:-1])
 
 # %% ../nbs/06_neural_net.ipynb #663b7420
@@ -177,7 +185,7 @@ def to_torch(model:Layer, # a `Sequential` of `Linear` and `ReLU` layers, or one
     for layer in (model.layers if isinstance(model, Sequential) else [model]):
         if isinstance(layer, Linear):
             n_in, n_out = layer.w.shape
-            lin = torch.nn.utils.skip_init(torch.nn.Linear, n_in, n_out, dtype=layer.w.dtype)
+            lin = torch.nn.utils.skip_init(torch.nn.Linear, n_in, n_out, dtype=layer.w.dtype, device=layer.w.device)
             with torch.no_grad(): lin.weight.copy_(layer.w.T); lin.bias.copy_(layer.b)
             layers.append(lin)
         elif isinstance(layer, ReLU): layers.append(torch.nn.ReLU())
@@ -202,12 +210,15 @@ def train_step(model, # the network: a `Layer`, e.g. `mlp([64, 64, 10])`
 def batches(n:int, # number of examples
             bs:int=None, # minibatch size; `None`: all `n` in one batch
             generator:torch.Generator=None, # random generator for the shuffle
+            device=None, # where the row numbers go: the device of the data; `None`: torch's default device
            ):
     "Row numbers of each minibatch of one epoch: shuffled, `bs` at a time (the last may be smaller)."
+    device = torch.get_default_device() if device is None else torch.device(device)
     if bs is None or bs >= n:
-        yield torch.arange(n)
+        yield torch.arange(n, device=device)
         return
-    order = torch.randperm(n, generator=generator)
+    drawn_on = device if generator is None else generator.device  # the same shuffle on every device
+    order = torch.randperm(n, generator=generator, device=drawn_on).to(device)
     for start in range(0, n, bs): yield order[start:start+bs]
 
 # %% ../nbs/06_neural_net.ipynb #eb14546c
@@ -230,7 +241,7 @@ def train(model, # the network, trained in place: a `Layer`, e.g. `mlp([64, 64, 
     try:
         for epoch in bar:
             total = 0.
-            for idx in batches(len(x), bs, g):
+            for idx in batches(len(x), bs, g, device=x.device):
                 try: total += train_step(model, loss_layer, x[idx], y[idx], lr) * len(idx)
                 except LossNotFinite as e: raise LossNotFinite(f"epoch {epoch}: {e}") from None
             history.append(total / len(x))
@@ -265,6 +276,8 @@ def _check_labels(logits, labels):
     if lo < 0 or hi >= logits.shape[1]:
         raise ValueError(f"labels must be in 0..{logits.shape[1]-1} (logits have {logits.shape[1]} columns), "
                          f"got values from {lo} to {hi}")
+    if labels.device != logits.device:
+        raise ValueError(f"labels are on {labels.device} but logits are on {logits.device}: move them, labels.to('{logits.device}')")
 
 # %% ../nbs/06_neural_net.ipynb #dabb3168
 def _nll(logp, labels):
@@ -301,16 +314,19 @@ class CrossEntropy(Loss):
 def digits(seed:int=0, # seed of the shuffle that picks the test images
            n_test:int=360, # how many images to keep aside for testing
            standardize:bool=True, # standardise with the training images' statistics; `False`: raw pixels, 0 to 16
+           device=None, # where the four tensors go, e.g. `'cuda'`; `None`: torch's default device
           ) -> tuple: # `(x_train, y_train, x_test, y_test)`: float32 images as rows of 64, int64 labels
     "scikit-learn's 8×8 handwritten digits, shuffled, split, and standardised with the training images' statistics."
     data = require('sklearn.datasets', 'scikit-learn', 'digits').load_digits()
-    x, y = torch.tensor(data.data, dtype=torch.float32), torch.tensor(data.target)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    # made on the CPU, then moved: the same numbers on every device
+    x, y = torch.tensor(data.data, dtype=torch.float32, device='cpu'), torch.tensor(data.target, device='cpu')
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed), device='cpu')
     test, trn = order[:n_test], order[n_test:]
-    if not standardize: return x[trn], y[trn], x[test], y[test]
-    mean, std = x[trn].mean(0), x[trn].std(0)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return (x[trn] - mean) / std, y[trn], (x[test] - mean) / std, y[test]
+    if standardize:
+        mean, std = x[trn].mean(0), x[trn].std(0)
+        x = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    device = torch.get_default_device() if device is None else device
+    return tuple(t.to(device) for t in (x[trn], y[trn], x[test], y[test]))
 
 # %% ../nbs/06_neural_net.ipynb #bcdbf37a
 def accuracy(logits:torch.Tensor, # scores, shape `(batch, classes)`

@@ -33,10 +33,11 @@ def largest_gap(fit, # a function of a tensor: the curve that tries to follow `t
                 lo:float=-2., # left end of the interval
                 hi:float=2., # right end of the interval
                 n:int=2001, # number of evenly spaced points where the gap is measured
+                device=None, # where the points are made, e.g. `'cuda'` for a `fit` that lives there; `None`: torch's default
                ) -> tuple: # `(gap, x)`: the largest gap, and where it is
     "The largest vertical distance $|\\mathrm{fit}(x) - \\mathrm{target}(x)|$ on `[lo, hi]`, and the `x` where it is."
     check_count('n', n, minimum=2)
-    xs = torch.linspace(lo, hi, n)
+    xs = torch.linspace(lo, hi, n, device=device)
     gaps = (fit(xs) - target(xs)).abs()
     i = gaps.argmax()
     return gaps[i].item(), xs[i].item()
@@ -59,12 +60,12 @@ def double_relu(m1, b1, # slope and intercept of the first ReLU
     return rectified_linear(m1, b1, x) + rectified_linear(m2, b2, x)
 
 # %% ../nbs/02_relu.ipynb #8148de14
-def _vector(v, name):
-    "`v` as a 1-D tensor: kept as it is if already a tensor, stacked if a list holding tensors, else converted."
+def _vector(v, name, device):
+    "`v` as a 1-D tensor: kept as it is if already a tensor, else stacked (a list holding tensors) or converted, on `device`."
     if not isinstance(v, torch.Tensor):
         v = list(v)
-        v = torch.stack([torch.as_tensor(e) for e in v]) if any(isinstance(e, torch.Tensor) for e in v) \
-            else torch.tensor(v, dtype=torch.get_default_dtype())
+        v = torch.stack([torch.as_tensor(e, device=device) for e in v]) if any(isinstance(e, torch.Tensor) for e in v) \
+            else torch.tensor(v, dtype=torch.get_default_dtype(), device=device)
     if v.ndim != 1: raise ValueError(f"{name} must be 1-D, one number per ReLU; got shape {tuple(v.shape)}")
     return v
 
@@ -76,8 +77,8 @@ def sum_of_relus(ms, # slopes, one per ReLU: a 1-D tensor or a list of numbers
                 ) -> torch.Tensor: # shaped like `x`
     "$\\sum_i w_i\\,\\mathrm{relu}(m_i x + b_i)$: the sum of N (weighted) rectified lines."
     _check_tensor(x)
-    ms, bs = _vector(ms, 'ms'), _vector(bs, 'bs')
-    ws = torch.ones_like(ms) if ws is None else _vector(ws, 'ws')
+    ms, bs = _vector(ms, 'ms', x.device), _vector(bs, 'bs', x.device)
+    ws = torch.ones_like(ms) if ws is None else _vector(ws, 'ws', x.device)
     if not len(ms) == len(bs) == len(ws):
         raise ValueError(f"ms has {len(ms)} entries, bs has {len(bs)} and ws has {len(ws)}: "
                          "each ReLU needs one slope, one intercept and one weight")
@@ -93,7 +94,7 @@ def interpolating_relus(f, # a function of a tensor
     if not (knots.diff() > 0).all(): raise ValueError("knots must be strictly increasing")
     ys = f(knots)
     slopes = ys.diff() / knots.diff()
-    ms = torch.cat([torch.zeros(1), torch.ones(len(knots)-1)]).to(knots.dtype)
-    bs = torch.cat([torch.ones(1, dtype=knots.dtype), -knots[:-1]])
+    ms = torch.cat([knots.new_zeros(1), knots.new_ones(len(knots)-1)])  # new_: on the device, of the dtype, of knots
+    bs = torch.cat([knots.new_ones(1), -knots[:-1]])
     ws = torch.cat([ys[:1], slopes[:1], slopes.diff()])
     return ms, bs, ws
