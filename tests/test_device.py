@@ -52,6 +52,19 @@ def test_the_traps_work():
         with pytest.raises(RuntimeError): torch.cat([torch.zeros(1), torch.ones(2, device='cpu')])
 
 
+# --- chapter 1: matmul (the five rungs every reader runs) ----------------------------------------------------------
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.int64])
+def test_matmuls_keep_device_and_dtype(dtype):
+    from neuralwiki.matmul import MATMULS
+    a, b = torch.ones(3, 4, dtype=dtype), torch.ones(4, 2, dtype=dtype)
+    for name in ('loops', 'rows', 'broadcast', 'einsum', 'torch'):
+        fn = MATMULS[name]
+        if name != 'loops':   # the Python loop reads the numbers out (`tolist`) by design: meta has none
+            on(fn(a.to('meta'), b.to('meta')), META, dtype, (3, 2))
+        with torch.device('meta'): out = fn(a, b)
+        on(out, CPU, dtype, (3, 2)); assert torch.equal(out, torch.full((3, 2), 4, dtype=dtype))
+
+
 # --- chapter 2: relu --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.int64])
 def test_relu_on_meta(dtype):
