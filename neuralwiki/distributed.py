@@ -143,8 +143,8 @@ def train_dp(model, # this worker's copy of the network, trained in place
                          f"use fewer workers, or a batch size that leaves every worker at least one example")
     g = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
-        total = torch.zeros((), dtype=torch.float64)
-        for idx in batches(len(x), bs, g):
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        for idx in batches(len(x), bs, g, device=x.device):
             mine = shard(idx, rank, world_size)
             total += dp_step(model, loss_layer, x[mine], y[mine], lr, len(mine) / len(idx)) * len(mine)
         dist.all_reduce(total)
