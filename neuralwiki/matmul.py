@@ -117,7 +117,7 @@ def matmul_flops(m:int, # rows of `a`
     "FLOPs of an `(m, k) @ (k, n)` product: $m \\cdot n$ dot products of $k$ multiplies and $k$ adds."
     return 2 * m * k * n
 
-# %% ../nbs/01_matmul.ipynb #acd95322
+# %% ../nbs/01_matmul.ipynb #52b42383
 prange = range  # numba's parallel range once `compiled` has loaded numba; until then plain `range`
 _compiled = {}
 
@@ -148,7 +148,7 @@ def matmul_njit(a:torch.Tensor, # left matrix, shape `(m, k)`, float32
     compiled(triple_loop)(a_, b_, c, m, inner, n)
     return torch.from_numpy(c)
 
-# %% ../nbs/01_matmul.ipynb #778c1d1f
+# %% ../nbs/01_matmul.ipynb #4b2fda5b
 def ikj_loop(a, b, c, m, inner, n):
     "Add `a @ b` to `c` with the loops in the order i, k, j: the innermost loop walks along a row of `b` and of `c`."
     for i in range(m):
@@ -164,7 +164,7 @@ def matmul_ikj(a:torch.Tensor, # left matrix, shape `(m, k)`, float32
     compiled(ikj_loop)(a_, b_, c, m, inner, n)
     return torch.from_numpy(c)
 
-# %% ../nbs/01_matmul.ipynb #bb883fef
+# %% ../nbs/01_matmul.ipynb #f5821546
 MC, KC, NC = 128, 256, 512  # rows of a per block (one core's task), rows and columns of a packed tile of b
 
 def tiled_loop(a, b, c):
