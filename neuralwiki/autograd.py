@@ -6,6 +6,8 @@
 __all__ = ['Value', 'topo_order', 'to_dot', 'draw_graph', 'zero_grad']
 
 # %% ../nbs/05_autograd.ipynb #3ffa3993
+import collections
+import itertools
 import math
 import numbers
 import re
@@ -15,14 +17,17 @@ import subprocess
 # %% ../nbs/05_autograd.ipynb #cb422b90
 def _number(x, what='the other operand'):
     "`x` as a float, or a clear TypeError."
-    if isinstance(x, numbers.Real): return float(x)
+    if isinstance(x, (float, int, numbers.Real)): return float(x)   # float and int first: the quick checks
     hint = ' (use .item() to get the number out of a tensor)' if hasattr(x, 'item') else ''
     raise TypeError(f"{what} must be a number or a Value, got {type(x).__name__}{hint}")
 
 # %% ../nbs/05_autograd.ipynb #ed34bd86
+_births = itertools.count()                 # numbers every Value in the order it is made: 0, 1, 2, ...
+_tape = collections.deque(maxlen=100_000)   # the results made since the last backward(), oldest first
+
 class Value:
     "A number that remembers how it was computed, so `backward()` can find its gradient."
-    __slots__ = ('data', 'grad', '_inputs', '_op', 'label')
+    __slots__ = ('data', 'grad', '_inputs', '_op', 'label', '_birth')
 
     def __init__(self,
                  data:float, # the number
@@ -35,6 +40,8 @@ class Value:
         self._inputs = _inputs
         self._op = _op
         self.label = label
+        self._birth = next(_births)   # made after its inputs, so numbered after them
+        if _inputs: _tape.append(self)   # a result: write it on the tape
 
     # + - * /  with another Value (two inputs) or with a number (one input)
     def __add__(self, other):       # d(a+b)/da = 1, d(a+b)/db = 1
@@ -98,13 +105,24 @@ class Value:
 
     def backward(self):
         "Add d(self)/d(leaf) to the `grad` of every leaf this Value was computed from."
-        order = topo_order(self)
+        if self._inputs and _tape and self._birth >= _tape[0]._birth:   # self is on the tape:
+            order, start = list(_tape), _tape[0]._birth   # it is a topological order already,
+            _tape.clear()                                 # and the next graph starts a new one
+        else:                                             # not on the tape: search (see topo_order)
+            order, start = topo_order(self), -1
         for node in order:
-            if node._inputs: node.grad = 0.0   # results are recomputed; only leaves accumulate
-        self.grad += 1.0                       # d(self)/d(self)
-        for node in reversed(order):           # from the output back to the leaves
+            if node._inputs: node.grad = 0.0              # results are recomputed; only leaves accumulate
+        self.grad += 1.0                                  # d(self)/d(self)
+        older = []                                        # results made before the tape began, and their share
+        for node in reversed(order):                      # from the newest Value back to the oldest
+            if node.grad == 0: continue                   # nothing to pass back (nor has any other graph's node)
             for child, local in node._inputs:
-                child.grad += local * node.grad   # chain rule; += adds up every path
+                if child._birth < start and child._inputs: older.append((child, local * node.grad))
+                else: child.grad += local * node.grad     # chain rule; += adds up every path
+        if older:                                         # the graph goes back past the tape: search the rest,
+            rest = Value(0.0, tuple(older), 'older')      # from one more node whose inputs are those results,
+            _tape.clear()                                 # taken off the tape
+            rest.backward()
 
     def __repr__(self):
         label = f", label={self.label!r}" if self.label else ''
@@ -112,19 +130,16 @@ class Value:
 
 # %% ../nbs/05_autograd.ipynb #95548df8
 def topo_order(root:Value, # the output of a computation
-              ) -> list: # every Value it was computed from, each after all of its inputs, `root` last
-    "The nodes of `root`'s graph in topological order."
+              ) -> list: # every Value it was computed from, in the order they were made: each after its inputs, `root` last
+    "The nodes of `root`'s graph in topological order: the order in which they were made."
     if not isinstance(root, Value): raise TypeError(f"root must be a Value, got {type(root).__name__}")
-    order, seen, stack = [], set(), [(root, False)]
+    found, stack = {root}, [root]   # the Values found so far, and those whose inputs are still to look at
     while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done: order.append(node)   # second visit: its inputs are already in `order`
-        elif node not in seen:               # first visit: come back to it after its inputs
-            seen.add(node)
-            stack.append((node, True))
-            for child, _ in node._inputs:
-                if child not in seen: stack.append((child, False))
-    return order
+        for child, _ in stack.pop()._inputs:
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return sorted(found, key=lambda node: node._birth)
 
 # %% ../nbs/05_autograd.ipynb #2434cb7e
 def _escape(text): return re.sub(r'([{}|<>"\\])', r'\\\1', str(text))
