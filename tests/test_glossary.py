@@ -45,6 +45,10 @@ GLOSSARY = {
         'minibatch': ['minibatch', 'minibatches', 'mini batch', 'mini batches'],
         'epoch': ['epoch', 'epochs'],
         'stochastic gradient descent': ['stochastic gradient descent', 'sgd']},
+    7: {'all-reduce': ['all reduce', 'all_reduce', 'allreduce'],
+        'world size': ['world size', 'world_size'],   # not 'rank': chapter 1 teaches a tensor's rank (its ndim)
+        'shard': ['shard', 'shards'],
+        'data parallel': ['data parallel', 'DistributedDataParallel', 'DDP']},
 }
 
 
