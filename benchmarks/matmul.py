@@ -29,11 +29,14 @@ of 1024 rows, was 13 to 15 times slower; and the two-loop rung, more than a thou
 needed well over ten seconds, so it was estimated from a few rows.
 
 The compiled rungs on the same machine (numba 0.68.1, 2 threads; the machine shared with other jobs, so each
-figure is the best of several runs): at 1024, `tiled` reached 136 GFLOP/s against torch.matmul's 303 in the
-quietest run (45%; 53 to 67% in busy runs, where torch.matmul suffers more), `ikj` about 14 GFLOP/s (all of b
-from beyond the cache for every row) and `njit` about 0.3 (b read down its columns; estimated from 8 rows). On
-5x784 @ 784x10 the compiled triple loop took 21 to 23 us against pure Python's 1.8 to 2.0 ms, 82 to 88x: its
-innermost loop reads b down a column, which is what `ikj` fixes (15 to 16 us, 116 to 123x). Compiling took 3.7
+figure is the best of several runs): at 1024, `tiled` (MC, KC, NC = 256, 128, 1024) reached 170 to 190 GFLOP/s
+against torch.matmul's 348 to 390 (45 to 51%, once at or above 50% in four consecutive runs; with the earlier
+tiles 128, 256, 512 it was 149 against 346, 43%: each block of MC rows packs all of b again, so fewer, taller
+blocks pack less), `ikj` 16 to 22 GFLOP/s (all of b from beyond the cache for every row) and `njit` about 0.3
+(b read down its columns; estimated from 8 rows). On 5x784 @ 784x10 the compiled triple loop took 18.7 to 20.7
+us against pure Python's 1.6 to 1.9 ms, 84 to 92x (82x before the input checks were made cheaper: about 3 us of
+each call is still checks and conversion, 15 to 16 us the loops themselves, so the loops alone are about 110x):
+its innermost loop reads b down a column, which is what `ikj` fixes (13 to 14 us, 122 to 137x). Compiling took 3.7
 to 5.2 s per process (numba's import included), about 2.5 s of it for the parallel `tiled`; the CI short mode
 went from about 5 s to about 11 s with them.
 """

@@ -22,10 +22,10 @@ def check_matmul(a:torch.Tensor, # left matrix, shape `(m, k)`
     "Refuse anything that cannot be matrix-multiplied, with a message naming the shapes or dtypes."
     for name, t in (('a', a), ('b', b)):
         if not isinstance(t, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    shapes = f"a has shape {tuple(a.shape)} and b has shape {tuple(b.shape)}"
-    if a.ndim != 2 or b.ndim != 2: raise ValueError(f"matmul needs two matrices (2-D tensors), but {shapes}")
+    shapes = lambda: f"a has shape {tuple(a.shape)} and b has shape {tuple(b.shape)}"  # written only for an error
+    if a.ndim != 2 or b.ndim != 2: raise ValueError(f"matmul needs two matrices (2-D tensors), but {shapes()}")
     if a.shape[1] != b.shape[0]:
-        raise ValueError(f"inner dimensions differ: {shapes}; a's {a.shape[1]} columns must equal b's {b.shape[0]} rows")
+        raise ValueError(f"inner dimensions differ: {shapes()}; a's {a.shape[1]} columns must equal b's {b.shape[0]} rows")
     if torch.bool in (a.dtype, b.dtype):
         raise TypeError(f"cannot multiply-and-add booleans (a is {a.dtype}, b is {b.dtype}): convert with .float()")
     if a.dtype != b.dtype:
@@ -136,8 +136,8 @@ def _as_arrays(a, b):
     m, inner, n = check_matmul(a, b)
     if a.dtype != torch.float32:
         raise TypeError(f"the compiled rungs work in float32, but a and b are {a.dtype}: convert both with .float()")
-    if a.device.type != 'cpu': raise ValueError(f"the compiled rungs run on the CPU, but a and b are on {a.device}")
-    a_, b_ = np.ascontiguousarray(a.detach().numpy()), np.ascontiguousarray(b.detach().numpy())
+    if not a.is_cpu: raise ValueError(f"the compiled rungs run on the CPU, but a and b are on {a.device}")
+    a_, b_ = np.ascontiguousarray(a.numpy(force=True)), np.ascontiguousarray(b.numpy(force=True))  # no copy on the CPU
     return a_, b_, np.zeros((m, n), dtype=np.float32), m, inner, n
 
 def matmul_njit(a:torch.Tensor, # left matrix, shape `(m, k)`, float32
@@ -165,7 +165,7 @@ def matmul_ikj(a:torch.Tensor, # left matrix, shape `(m, k)`, float32
     return torch.from_numpy(c)
 
 # %% ../nbs/01_matmul.ipynb #f5821546
-MC, KC, NC = 128, 256, 512  # rows of a per block (one core's task), rows and columns of a packed tile of b
+MC, KC, NC = 256, 128, 1024  # rows of a per block (one core's task), rows and columns of a packed tile of b
 
 def tiled_loop(a, b, c):
     "Add `a @ b` to `c` (numpy arrays) tile by tile, rows of `a` 4 by 4, `k` 4 by 4: pad `m` and `k` to multiples of 4."
