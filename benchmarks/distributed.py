@@ -14,6 +14,7 @@ import argparse, os, sys, time
 
 import torch
 
+from neuralwiki.core import arg_type, check_count
 from neuralwiki.distributed import launch, timed, train_dp
 from neuralwiki.nn import CrossEntropy, digits, mlp, train
 
@@ -22,12 +23,7 @@ CONFIGS = [(64, 32, 5), (64, 256, 20), (64, None, 40), (512, None, 20), (2048, N
 SHORT = [(64, 32, 1), (64, None, 8)]
 
 
-def positive_int(text):
-    "argparse type: a whole number >= 1."
-    try: n = int(text)
-    except ValueError: n = 0
-    if n < 1: raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return n
+positive_int = arg_type(int, lambda v: check_count('value', v, 1))  # argparse types from the library's own checks
 
 
 def parse_args(argv=None):

@@ -11,23 +11,13 @@ import argparse, math, sys, time
 import torch
 import torch.nn.functional as F
 
+from neuralwiki.core import arg_type, check_count, check_lr
 from neuralwiki.nn import mlp, to_torch, train, batches, digits, CrossEntropy, cross_entropy, accuracy
 
 
-def positive_int(text):
-    "argparse type: a whole number >= 1."
-    try: n = int(text)
-    except ValueError: n = 0
-    if n < 1: raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return n
+positive_int = arg_type(int, lambda v: check_count('value', v, 1))  # argparse types from the library's own checks
 
-
-def positive_float(text):
-    "argparse type: a finite number > 0."
-    try: x = float(text)
-    except ValueError: x = 0.
-    if not 0 < x < float('inf'): raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return x
+positive_float = arg_type(float, check_lr)
 
 
 def parse_args(argv=None):

@@ -10,7 +10,7 @@ import argparse, sys
 from functools import partial
 from pathlib import Path
 
-from .core import atomic_write, check_count, check_lr, require
+from .core import arg_type, atomic_write, check_count, check_lr, require
 from .anki import CardError, build_deck, collect_cards, load_cards, with_times, write_csv
 from .anki import shipped_cards_path, stale_cards, update_shipped_cards
 
@@ -34,16 +34,6 @@ def _bad_output(option, path):
     if path.is_dir(): return f"{option}: {path} is a folder; give a file name"
     if not path.parent.is_dir(): return f"{option}: folder {path.parent} does not exist"
 
-# %% ../nbs/d_cli.ipynb #c0ece550
-def _checked(convert, check):
-    "An argparse type: `convert` the text, then `check` the value with the library's own check (and its message)."
-    def parse(s):
-        try: v = convert(s)
-        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a {'whole number' if convert is int else 'number'}")
-        try: return check(v)
-        except ValueError as e: raise argparse.ArgumentTypeError(str(e))
-    return parse
-
 # %% ../nbs/d_cli.ipynb #9e44f8da
 FIT_HELP = """Fit a quadratic to the source's noisy data by gradient descent and print the loss at each step.
 
@@ -62,11 +52,11 @@ exit status: 0 done, 1 the loss stopped being a finite number (try a smaller --l
 def _fit_parser():
     from neuralwiki.loss import LOSSES
     p = _Parser(prog='neuralwiki fit', description=FIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--steps', type=_checked(int, lambda v: check_count('steps', v)), default=10,
+    p.add_argument('--steps', type=arg_type(int, lambda v: check_count('steps', v)), default=10,
                    help='number of gradient-descent steps (default: 10)')
-    p.add_argument('--lr', type=_checked(float, check_lr), default=0.01,
+    p.add_argument('--lr', type=arg_type(float, check_lr), default=0.01,
                    help='learning rate: how far each step moves against the gradient (default: 0.01)')
-    p.add_argument('--seed', type=_checked(int, lambda v: check_count('seed', v)), default=42,
+    p.add_argument('--seed', type=arg_type(int, lambda v: check_count('seed', v)), default=42,
                    help='seed of the noisy data (default: 42, the source\'s)')
     p.add_argument('--loss', choices=list(LOSSES), default='mae',
                    help='loss function: mae (mean absolute error) or mse (mean squared error) (default: mae)')
