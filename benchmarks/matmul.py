@@ -29,16 +29,17 @@ of 1024 rows, was 13 to 15 times slower; and the two-loop rung, more than a thou
 needed well over ten seconds, so it was estimated from a few rows.
 
 The compiled rungs on the same machine (numba 0.68.1, 2 threads; the machine shared with other jobs, so each
-figure is the best of several runs): at 1024, `tiled` (MC, KC, NC = 256, 128, 1024) reached 170 to 190 GFLOP/s
-against torch.matmul's 348 to 390 (45 to 51%, once at or above 50% in four consecutive runs; with the earlier
-tiles 128, 256, 512 it was 149 against 346, 43%: each block of MC rows packs all of b again, so fewer, taller
-blocks pack less), `ikj` 16 to 22 GFLOP/s (all of b from beyond the cache for every row) and `njit` about 0.3
-(b read down its columns; estimated from 8 rows). On 5x784 @ 784x10 the compiled triple loop took 18.7 to 20.7
-us against pure Python's 1.6 to 1.9 ms, 84 to 92x (82x before the input checks were made cheaper: about 3 us of
-each call is still checks and conversion, 15 to 16 us the loops themselves, so the loops alone are about 110x):
-its innermost loop reads b down a column, which is what `ikj` fixes (13 to 14 us, 122 to 137x). Compiling took 3.7
-to 5.2 s per process (numba's import included), about 2.5 s of it for the parallel `tiled`; the CI short mode
-went from about 5 s to about 11 s with them.
+figure is the best of several calls and still moves by a fifth from run to run). numba's compiler, LLVM, uses
+256-bit vectors by default on this AVX-512 processor; the script first calls `wide_vectors()`, which asks it for
+512-bit ones as torch's BLAS uses (`--default-vectors` leaves the default). At 1024, `tiled` (MC, KC, NC = 256,
+128, 1024) reached 155 to 180 GFLOP/s with 256-bit vectors (43 to 49% of torch.matmul's 330 to 390) and 170 to
+215 with 512-bit ones (47 to 59%); `ikj` 16 to 22 GFLOP/s (all of b from beyond the cache for every row) and
+`njit` about 0.3 (b read down its columns; estimated from 8 rows). On 5x784 @ 784x10 the compiled triple loop
+took 18.7 to 21 us against pure Python's 1.5 to 1.9 ms, 80 to 92x: about 3 us of each call is checks and
+conversion, and the loops themselves take 15 us, one multiply-add per cycle, because the innermost loop reads b
+down a column (the identical loops timed alone: 1.4 ms against 15 us, 93x). That is what `ikj` fixes (13 to 14
+us, 113 to 137x). Compiling took 3.7 to 5.2 s per process (numba's import included), about 2.5 s of it for the
+parallel `tiled`; the CI short mode went from about 5 s to about 11 s with them.
 """
 import argparse
 import importlib.util
@@ -50,7 +51,7 @@ import time
 
 import torch
 
-from neuralwiki.matmul import COMPILED, MATMULS, best_time, matmul_flops
+from neuralwiki.matmul import COMPILED, MATMULS, best_time, matmul_flops, wide_vectors
 
 HAS_NUMBA = importlib.util.find_spec('numba') is not None
 RUNGS = MATMULS | COMPILED if HAS_NUMBA else MATMULS
@@ -195,8 +196,11 @@ def main(argv=None):
     p.add_argument('--clock-ghz', type=seconds, default=None, help='override the detected clock for the peak')
     p.add_argument('--fma-units', type=int, default=None, help='override the assumed 2 FMA units per core')
     p.add_argument('--simd-bits', type=int, default=None, help='override the detected vector width in bits')
+    p.add_argument('--default-vectors', action='store_true',
+                   help="leave numba's compiler at its default vector width (256-bit on AVX-512 processors) instead of wide_vectors()")
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
+    wide = HAS_NUMBA and not args.default_vectors and wide_vectors()  # before numba is imported: it reads the setting then
     if args.threads: torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(args.seed)
 
@@ -215,7 +219,10 @@ def main(argv=None):
             compile_s[name] = time.perf_counter() - start
         print(f"numba {importlib.import_module('numba').__version__}: compiled "
               + ', '.join(f'{name} in {s:.2f} s' for name, s in compile_s.items())
-              + f" ({sum(compile_s.values()):.1f} s in all, numba's import included; once per process)\n")
+              + f" ({sum(compile_s.values()):.1f} s in all, numba's import included; once per process)")
+        print('vectors: ' + ('512-bit, asked for with wide_vectors() (NUMBA_CPU_FEATURES ending in -prefer-256-bit)' if wide else
+                             "not widened (--default-vectors, no AVX-512, or your own NUMBA_CPU_FEATURES); numba's default "
+                             "on an AVX-512 processor is 256-bit") + '\n')
     else:
         print('numba is not installed (pip install "neuralwiki[fast]"): the compiled rungs njit, ikj, tiled are skipped\n')
 
