@@ -16,7 +16,8 @@ import torch
 
 from neuralwiki.core import arg_type, check_count
 from neuralwiki.distributed import launch, timed, train_dp
-from neuralwiki.nn import CrossEntropy, digits, mlp, train
+from neuralwiki.nn import CrossEntropy, mlp
+from neuralwiki.training import digits, train
 
 # (hidden neurons, minibatch size (None: all 1437 images), epochs per measurement)
 CONFIGS = [(64, 32, 5), (64, 256, 20), (64, None, 40), (512, None, 20), (2048, None, 5)]

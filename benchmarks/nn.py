@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from neuralwiki.core import arg_type, check_count, check_lr
-from neuralwiki.nn import mlp, to_torch, train, batches, digits, CrossEntropy, cross_entropy, accuracy
+from neuralwiki.nn import mlp, to_torch, CrossEntropy, cross_entropy
+from neuralwiki.training import train, batches, digits, accuracy
 
 
 positive_int = arg_type(int, lambda v: check_count('value', v, 1))  # argparse types from the library's own checks

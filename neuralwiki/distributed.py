@@ -19,7 +19,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .core import atomic_write, check_count, check_lr
 from .gd import LossNotFinite, gd_update
-from .nn import CrossEntropy, accuracy, batches, cross_entropy, digits, mlp, to_torch
+from .nn import CrossEntropy, cross_entropy, mlp, to_torch
+from .training import accuracy, batches, digits
 
 # %% ../nbs/07_distributed.ipynb #d7shard1
 def shard(batch:torch.Tensor, # the row numbers of one batch

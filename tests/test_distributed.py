@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from neuralwiki.distributed import WorkerFailed, free_port, launch, train_ddp, train_dp
-from neuralwiki.nn import CrossEntropy, digits, mlp, train
+from neuralwiki.nn import CrossEntropy, mlp
+from neuralwiki.training import digits, train
 
 import torch.distributed as dist
 
