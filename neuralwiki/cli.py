@@ -11,7 +11,8 @@ from functools import partial
 from pathlib import Path
 
 from .core import arg_type, atomic_write, check_count, check_lr, require
-from .anki import CardError, build_deck, collect_cards, load_cards, with_times, write_csv
+from .cards import CardError, collect_cards
+from .anki import build_deck, load_cards, with_times, write_csv
 from .anki import shipped_cards_path, stale_cards, update_shipped_cards
 
 # %% ../nbs/d_cli.ipynb #401547ac

@@ -6,7 +6,7 @@
 __all__ = ['require', 'atomic_write', 'NoBar', 'progress_bar', 'check_lr', 'check_count', 'arg_type', 'plot_function', 'show_doc']
 
 # %% ../nbs/00_core.ipynb #c564cca4
-import inspect, math, os, tempfile
+import math, os, tempfile
 from argparse import ArgumentTypeError
 from importlib import import_module
 from pathlib import Path

@@ -18,7 +18,8 @@ pytest.importorskip('anki.collection', reason="needs the official Anki library: 
 pytest.importorskip('genanki', reason='building a deck needs genanki: pip install genanki')
 from anki.collection import Collection, ImportAnkiPackageRequest
 
-from neuralwiki.anki import ROOT, build_deck, card_guid, cloze_deletions, load_cards, update_shipped_cards
+from neuralwiki.cards import cloze_deletions
+from neuralwiki.anki import ROOT, build_deck, card_guid, load_cards, update_shipped_cards
 
 GOOD = 3  # Anki's answer button "Good"
 
@@ -239,7 +240,8 @@ def test_the_books_deck(tmp_path):
 def test_csv_import(world):
     "The same cards as text: Anki's own Basic and Cloze note types, one card per bold part; re-importing changes nothing."
     from anki.collection import ImportCsvRequest
-    from neuralwiki.anki import collect_cards, write_csv
+    from neuralwiki.cards import collect_cards
+    from neuralwiki.anki import write_csv
     book, learner = world
     path = book.root/'cards.csv'
     write_csv(collect_cards(book.nbs), path)
