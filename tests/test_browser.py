@@ -167,7 +167,8 @@ def test_widgets_in_voila(playwright_sync, artifacts, jupyter_env, tmp_path):
     import torch
     from neuralwiki.loss import noisy_quadratic, quad, mae, quad_loss
     from neuralwiki.gd import gd_step
-    from neuralwiki.widgets import QuadFitter, GDStepper, loss_text
+    from neuralwiki.explorer import loss_text
+    from neuralwiki.widgets import QuadFitter, GDStepper
     x, y = noisy_quadratic()
     def quad_text(a): return loss_text('MAE', mae(quad(a, 1.1, 1.1, x), y))
 
