@@ -8,7 +8,7 @@ It also times the pure-Python triple loop on chapter 1's layer: five 8x8 digits 
 
 With numba installed (`pip install "neuralwiki[fast]"`) it adds chapter 1's compiled rungs: `njit` (the very
 triple loop of the pure-Python rung, compiled), `ikj` (its loops in the order that reads memory along rows) and
-`tiled` (packed tiles of b in cache, 4x4 blocks in registers, all cores through prange). They are compiled
+`tiled` (packed tiles of b in cache, 8x4 blocks of a in registers, c on a cache line, all cores through prange). They are compiled
 once before any timing (the compile times are printed: about 2 to 4 s in all, the parallel `tiled` rung most of
 it); it then compares the compiled triple loop with the pure-Python one on 5x784 @ 784x10 (five 28x28 images),
 and the best compiled rung with torch.matmul at 1024 (targets: at least 100x, and at least 50% of torch.matmul's
@@ -32,14 +32,16 @@ The compiled rungs on the same machine (numba 0.68.1, 2 threads; the machine sha
 figure is the best of several calls and still moves by a fifth from run to run). numba's compiler, LLVM, uses
 256-bit vectors by default on this AVX-512 processor; the script first calls `wide_vectors()`, which asks it for
 512-bit ones as torch's BLAS uses (`--default-vectors` leaves the default). At 1024, `tiled` (MC, KC, NC = 256,
-128, 1024) reached 155 to 180 GFLOP/s with 256-bit vectors (43 to 49% of torch.matmul's 330 to 390) and 170 to
-215 with 512-bit ones (47 to 59%); `ikj` 16 to 22 GFLOP/s (all of b from beyond the cache for every row) and
-`njit` about 0.3 (b read down its columns; estimated from 8 rows). On 5x784 @ 784x10 the compiled triple loop
-took 18.7 to 21 us against pure Python's 1.5 to 1.9 ms, 80 to 92x: about 3 us of each call is checks and
-conversion, and the loops themselves take 15 us, one multiply-add per cycle, because the innermost loop reads b
-down a column (the identical loops timed alone: 1.4 ms against 15 us, 93x). That is what `ikj` fixes (13 to 14
-us, 113 to 137x). Compiling took 3.7 to 5.2 s per process (numba's import included), about 2.5 s of it for the
-parallel `tiled`; the CI short mode went from about 5 s to about 11 s with them.
+128, 1024; 8 rows of c by 4 values of k in registers; c 64-byte aligned) reached 170 to 200 GFLOP/s against
+torch.matmul's 345 to 385, 45 to 54% (at least 50% in four of five consecutive runs); with 256-bit vectors it
+reached 110 to 145 (29 to 39%). The earlier 4x4 register block reached 155 to 180 (43 to 49%), and about a fifth
+less when numpy's allocator left c off a cache line. `ikj` 16 to 22 GFLOP/s (all of b from beyond the cache for
+every row) and `njit` about 0.3 (b read down its columns; estimated from 8 rows). On 5x784 @ 784x10 the compiled
+triple loop took 18.7 to 21 us against pure Python's 1.5 to 1.9 ms, 79 to 92x: about 3 us of each call is checks
+and conversion, and the loops themselves take 15 us, about one multiply-add per cycle, because the innermost loop
+reads b down a column (the identical loops timed alone: 1.4 ms against 15 us, 93x). That is what `ikj` fixes
+(13 to 15 us, 100 to 137x). Compiling took 3.7 to 5.2 s per process (numba's import included), about 2.5 s of it
+for the parallel `tiled`; the CI short mode went from about 5 s to about 11 s with them.
 """
 import argparse
 import importlib.util
