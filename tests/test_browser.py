@@ -8,11 +8,13 @@ Needs `/usr/bin/chromium` (`apt-get install -y chromium`; never a Playwright bro
 tests are skipped, except in CI (`CI=true`), where they fail. Screenshots go to `$NEURALWIKI_ARTIFACTS` or
 `artifacts/` at the repository root. Run with `pytest -s` to see the measured slider->redraw latency.
 """
-import base64, json, os, signal, socket, statistics, subprocess, sys, time
+import base64, json, os, statistics, subprocess, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from _servers import free_port, stop, wait_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT/'tests'/'widgets_demo.ipynb'
@@ -58,45 +60,19 @@ def jupyter_env(tmp_path):
     return env
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc, grace=15):
-    "Terminate `proc` (started in a session of its own), wait a bounded time, then kill what is left of its group."
-    if proc.poll() is None:
-        proc.terminate()
-        try: proc.wait(grace)
-        except subprocess.TimeoutExpired: pass
-    try: os.killpg(proc.pid, signal.SIGKILL) # the server if it is still there, and any kernel it left behind
-    except ProcessLookupError: pass
-    proc.wait(5)
-
-
 @contextmanager
 def voila(notebook, env, log_path, timeout=60):
     "Serve `notebook` with Voila on a free port of 127.0.0.1; yield its URL; stop the server however we leave."
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, '-m', 'voila', notebook.name, '--no-browser', '--Voila.ip=127.0.0.1', f'--port={port}',
            '--Voila.port_retries=0'] # our port or none: never another server's
     with open(log_path, 'wb') as log:
         proc = subprocess.Popen(cmd, cwd=notebook.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True) # its kernels share its process group: _stop ends them all
+                                start_new_session=True) # its kernels share its process group: stop ends them all
         try:
-            deadline = time.monotonic() + timeout
-            while True: # a TCP connect, not an HTTP GET: a GET of the page would start a kernel
-                if proc.poll() is not None:
-                    raise RuntimeError(f'voila exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}')
-                try:
-                    socket.create_connection(('127.0.0.1', port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline: raise TimeoutError(f'voila did not listen within {timeout}s')
-                    time.sleep(0.2)
+            wait_listening(proc, port, timeout, 'voila', log_path, poll=0.2)
             yield f'http://127.0.0.1:{port}/'
-        finally: _stop(proc)
+        finally: stop(proc)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import torch
 from neuralwiki.relu import relu, f, largest_gap, rectified_linear, double_relu, sum_of_relus, interpolating_relus
 from neuralwiki.loss import quad, mk_quad, noise, add_noise, noisy_quadratic, mae, mse, quad_loss, LOSSES
 from neuralwiki.gd import gd_update, gd_step, fit, LossNotFinite, SOURCE_TABLE
-from neuralwiki.nn import Linear, ReLU, MSE, Sequential, mlp, to_torch, log_softmax, softmax, cross_entropy, CrossEntropy
+from neuralwiki.nn import Linear, ReLU, MSE, mlp, to_torch, log_softmax, softmax, cross_entropy, CrossEntropy
 from neuralwiki.training import train_step, batches, train, digits, accuracy
 
 META = torch.device('meta')

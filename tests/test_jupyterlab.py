@@ -16,11 +16,13 @@ or show an exercise's solution.
 - `test_saved_form` (static, fast): each notebook is byte for byte what JupyterLab + nbdev's hook would save.
 - `test_no_solution_in_chapters` (static): chapters hold exercise stubs only; solutions live in appendix B.
 """
-import ast, configparser, json, os, re, shlex, shutil, signal, socket, subprocess, sys, time
+import ast, configparser, json, os, re, shlex, shutil, subprocess, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from _servers import free_port, stop, wait_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
@@ -188,22 +190,6 @@ def book_command():
     return line, cwd, args
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc, grace=15):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT); time.sleep(0.3); proc.send_signal(signal.SIGINT) # Jupyter's clean shutdown
-        try: proc.wait(grace)
-        except subprocess.TimeoutExpired: proc.terminate()
-    try: os.killpg(proc.pid, signal.SIGKILL) # the server and any kernel left behind (its process group)
-    except ProcessLookupError: pass
-    proc.wait(5)
-
-
 def _git(repo, *args):
     return subprocess.run(['git', '-C', str(repo), *args], check=True, capture_output=True, text=True).stdout
 
@@ -243,7 +229,7 @@ def jupyterlab(repo, tmp_path, log_path, timeout=90):
                              ('notebook-extension', 'tracker', {'windowingMode': 'none'})]: # render every cell
         (settings/ext).mkdir(parents=True, exist_ok=True)
         (settings/ext/f'{name}.jupyterlab-settings').write_text(json.dumps(value))
-    port, token = _free_port(), os.urandom(12).hex()
+    port, token = free_port(), os.urandom(12).hex()
     root = (repo/cwd).resolve()
     positional = [a for a in args if not a.startswith('-')] # `jupyter lab nbs/`: the folder it serves
     served = (root/positional[0]).resolve() if positional else root
@@ -254,18 +240,9 @@ def jupyterlab(repo, tmp_path, log_path, timeout=90):
     with open(log_path, 'wb') as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f'jupyter lab exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}')
-                try:
-                    socket.create_connection(('127.0.0.1', port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline: raise TimeoutError(f'jupyter lab did not listen within {timeout}s')
-                    time.sleep(0.3)
+            wait_listening(proc, port, timeout, 'jupyter lab', log_path)
             yield f'http://127.0.0.1:{port}', token, served
-        finally: _stop(proc)
+        finally: stop(proc, interrupt=True)
 
 
 _OPEN = """async path => {
