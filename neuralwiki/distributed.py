@@ -210,7 +210,7 @@ def main(argv=None):
         def report(epoch, loss):  # after each epoch, on rank 0 only
             if rank != 0: return
             if epoch == 0: print(f"{world_size} worker(s), minibatches of {a.bs}, lr {a.lr}")
-            print(f"epoch {epoch+1:3d}  loss {loss:.6f}  test accuracy {accuracy(model(x_test), y_test):.4f}", flush=True)
+            print(f"epoch {epoch+1:3d}  loss {loss:.4f}  test accuracy {accuracy(model(x_test), y_test):.4f}", flush=True)
         train_dp(model, CrossEntropy(), x_train, y_train, a.lr, a.epochs, a.bs, a.seed, on_epoch=report)
     except ValueError as e:  # a wrong option: one line, from rank 0 only
         if rank == 0: print(f"error: {e}", file=sys.stderr)

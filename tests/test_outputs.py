@@ -1,8 +1,11 @@
 """Static checks of the committed notebooks: what a reader sees on GitHub or the docs site, without a kernel.
 
-Fast (reads JSON only). Each failure names the notebook, the cell (its index in the notebook, 0-based, and its id:
-`python3 /work/tools/nbtext.py dump` prints the ids) and what is wrong:
+Fast (reads JSON only). Each failure names the notebook, the cell (its index in the notebook, 0-based, and its id, as
+the notebook's JSON holds it) and what is wrong:
 - no output is a progress bar, an error or traceback, or a widget view without the PNG that shows it without a kernel;
+- no text output prints a float at more precision than a reader reads: more than 6 significant digits and more than 4
+  decimals (`3.174880266189575`; a tensor's own repr, `127.8587`, is fine). Print `f'{x:.4f}'` or a sentence; a cell
+  whose digits are the lesson says so in a line `# digits: <why>`. (Those last digits also differ between processors.)
 - no text output holds `{target=` (nbdev's Quarto-only show_doc link: use `neuralwiki.core.show_doc`) or a memory
   address (`0x7f...`);
 - no markdown holds raw cloze syntax (`{{c1::`): chapters mark deletions in **bold** (appendix A may show the deck's
@@ -30,6 +33,8 @@ PROGRESS = re.compile(r'\d+%\|')                  # tqdm's "  0%|          | 0/2
 ADDRESS = re.compile(r'0x[0-9a-fA-F]{6,}')
 CLOZE = re.compile(r'\{\{c\d+::')
 COMMENTED_HEADING = re.compile(r'^#[ \t]+#{1,6}[ \t]+\S', re.M) # `# ## One step downhill`, not `#| hide` nor `# a comment`
+FLOAT = re.compile(r'(?<![\w.])[-+]?(\d*)\.(\d+)(?:[eE][-+]?\d+)?(?!\w)')
+DIGITS_ARE_THE_LESSON = re.compile(r'^\s*#\s*digits:', re.M)
 TRACEBACK = re.compile(r'Traceback \(most recent call last\)|^\w*Error: ', re.M)
 
 
@@ -67,6 +72,11 @@ def strip_code(md):
     return re.sub(r'(`+).+?\1', '', md, flags=re.S)
 
 
+def long_floats(t):
+    "The floats in `t` printed with more than 6 significant digits and more than 4 decimals."
+    return [m.group() for m in FLOAT.finditer(t) if len(m.group(2)) > 4 and len((m.group(1) + m.group(2)).lstrip('0')) > 6]
+
+
 def output_problems(path):
     probs = []
     for i, c, src in cells(path):
@@ -99,6 +109,9 @@ def output_problems(path):
                 if '{target=' in t:
                     probs.append(f'{at}: {kind} holds Quarto-only `{{target=...}}` link syntax (use neuralwiki.core.show_doc): '
                                  f"{short(t[max(0, t.index('{target=') - 40):])}")
+                longs = [] if DIGITS_ARE_THE_LESSON.search(src) or kind == WIDGET else long_floats(t)
+                if longs: probs.append(f'{at}: {kind} prints {len(longs)} float(s) at more precision than a reader reads, '
+                                       f"e.g. {longs[0]} (print f'{{x:.4f}}', or mark the cell '# digits: <why>')")
                 a = ADDRESS.search(t)
                 if a: probs.append(f'{at}: {kind} holds a memory address {a.group()}: {short(t[max(0, a.start() - 50):a.end() + 10])}')
             if 'image/png' in data:
@@ -183,6 +196,10 @@ def test_the_checks_catch_what_they_should(tmp_path, monkeypatch):
         code('1/0', {'output_type': 'error', 'ename': 'ZeroDivisionError', 'evalue': 'division by zero', 'traceback': []}),
         code('show_doc(f)', {'output_type': 'execute_result', 'metadata': {}, 'execution_count': None,
                              'data': {'text/markdown': '[source](x){target="_blank"}', 'text/plain': '<f at 0x7f3a2b1c9d80>'}}),
+        code('loss', {'output_type': 'execute_result', 'metadata': {}, 'execution_count': None,
+                      'data': {'text/plain': '(3.174880266189575, tensor([127.8587]), 0.00012345)'}}),
+        code('# digits: float32 keeps about 7\n0.1 + 0.2', {'output_type': 'execute_result', 'metadata': {},
+             'execution_count': None, 'data': {'text/plain': '0.30000000000000004'}}),
         code('plot()', {'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': png, 'text/plain': 'Figure'}}),
     ], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
     p = tmp_path/'nbs'/'99_bad.ipynb'
@@ -192,6 +209,8 @@ def test_the_checks_catch_what_they_should(tmp_path, monkeypatch):
     probs = '\n'.join(output_problems(p))
     for want in ['cell 0 (id m): raw cloze', 'cell 1 (id x): a markdown heading', 'cell 2 (id x) output 0: a progress bar',
                  'cell 3 (id x) output 0: a widget view without', 'cell 4 (id x) output 0: an error output',
-                 'Quarto-only', 'memory address 0x7f3a2b1c9d80', 'a figure 1165 px wide']:
+                 'Quarto-only', 'memory address 0x7f3a2b1c9d80', 'a figure 1165 px wide',
+                 'cell 6 (id x) output 0: text/plain prints 1 float(s) at more precision than a reader reads, e.g. 3.174880266189575']:
         assert want in probs, (want, probs)
+    assert 'cell 7' not in probs  # its digits are the lesson
     assert front_problems(p) == ['nbs/99_bad.ipynb: no markdown title cell (`# Title`)']
