@@ -1,6 +1,29 @@
-"""Local servers for the browser tests (JupyterLab in test_jupyterlab.py, Voila in test_browser.py): a free port on
-127.0.0.1, waiting until the server listens, and stopping it with everything it started."""
+"""Local servers and the browser for the browser tests (JupyterLab in test_jupyterlab.py, Voila in test_browser.py):
+Chromium and Playwright or a skip (a failure in CI), a free port on 127.0.0.1, waiting until the server listens, and
+stopping it with everything it started."""
 import os, signal, socket, subprocess, time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get('NEURALWIKI_CHROMIUM', '/usr/bin/chromium')  # Debian's; never a Playwright download
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync']
+
+
+def require(ok, why):
+    "Skip when `ok` is false, except in CI (`CI=true`), where the browser tests must run: fail there."
+    if ok: return
+    if os.environ.get('CI', '').lower() == 'true': pytest.fail(f'{why}; CI=true, so this is a failure, not a skip')
+    pytest.skip(why)
+
+
+def playwright():
+    "Playwright's sync API (use it as `with playwright() as p:`), once Chromium and the playwright package are found."
+    require(Path(CHROMIUM).exists(), f'{CHROMIUM} not found: apt-get install -y chromium')
+    try: from playwright.sync_api import sync_playwright
+    except ImportError: require(False, 'the playwright Python package is not installed')
+    return sync_playwright()
 
 
 def free_port() -> int:

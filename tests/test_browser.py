@@ -14,32 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from _servers import free_port, stop, wait_listening
+from _servers import CHROMIUM, FLAGS, free_port, playwright, stop, wait_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT/'tests'/'widgets_demo.ipynb'
-CHROMIUM = os.environ.get('NEURALWIKI_CHROMIUM', '/usr/bin/chromium')
-FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync']
 LOAD_TRIES, LOAD_TIMEOUT_MS = 3, 40_000 # Voila sometimes never connects a kernel: reload (see module notes)
 MOVES = 20 # timed slider moves, after the first one
 
 QUAD, STEPPER = '.neuralwiki-quadfitter', '.neuralwiki-gdstepper'
 
 
-def _require(ok, why):
-    "Skip when `ok` is false, except in CI, where the browser test must run: fail there."
-    if ok: return
-    if os.environ.get('CI', '').lower() == 'true': pytest.fail(f'{why}; CI=true, so this is a failure, not a skip')
-    pytest.skip(why)
-
-
 @pytest.fixture(scope='module')
 def playwright_sync():
-    _require(Path(CHROMIUM).exists(), f'{CHROMIUM} not found: apt-get install -y chromium')
-    try: from playwright.sync_api import sync_playwright
-    except ImportError: _require(False, 'the playwright Python package is not installed')
-    with sync_playwright() as p: yield p
+    with playwright() as p: yield p
 
 
 @pytest.fixture(scope='module')

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from _notebooks import source
+
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
 
@@ -81,8 +83,7 @@ def chapter_of(path):
 
 def visible_lines(cell):
     "(line number, line) a reader sees: markdown, or code of a cell that is not `#| hide` (directive lines dropped)."
-    src = cell['source'] if isinstance(cell['source'], str) else ''.join(cell['source'])
-    lines = src.splitlines()
+    lines = source(cell).splitlines()
     if cell['cell_type'] == 'code':
         if any(re.match(r'#\|\s*hide\s*$', l) for l in lines): return []
         return [(n, l) for n, l in enumerate(lines, 1) if not l.startswith('#|')]

@@ -22,27 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from _servers import free_port, stop, wait_listening
+from _notebooks import source as _src
+from _servers import CHROMIUM, FLAGS, free_port, playwright, stop, wait_listening
+from neuralwiki.cards import ANKI_CLOZE as CLOZE
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
 NOTEBOOKS = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
 CHAPTERS = sorted({*NBS.glob('[0-9][0-9]_*.ipynb'), *NBS.glob('[a-z]_*.ipynb')})
 SOLUTIONS_NB = 'b_exercises.ipynb'
-CHROMIUM = os.environ.get('NEURALWIKI_CHROMIUM', '/usr/bin/chromium')
-FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync']
-CLOZE = re.compile(r'\{\{c\d+::')
 
-
-def _require(ok, why):
-    "Skip when `ok` is false, except in CI, where the browser test must run: fail there."
-    if ok: return
-    if os.environ.get('CI', '').lower() == 'true': pytest.fail(f'{why}; CI=true, so this is a failure, not a skip')
-    pytest.skip(why)
-
-
-def _src(cell): return cell['source'] if isinstance(cell['source'], str) else ''.join(cell['source'])
 
 def _cells(path): return json.loads(path.read_text(encoding='utf-8'))['cells']
 
@@ -272,14 +261,11 @@ _CLOSE = """async () => { const w = window.nw; await w.sessionContext.shutdown()
 
 
 def test_open_save_close_leaves_git_clean(clone, tmp_path):
-    _require(Path(CHROMIUM).exists(), f'{CHROMIUM} not found: apt-get install -y chromium')
-    try: from playwright.sync_api import sync_playwright
-    except ImportError: _require(False, 'the playwright Python package is not installed')
     artifacts = Path(os.environ.get('NEURALWIKI_ARTIFACTS') or ROOT/'artifacts')/'jupyterlab'
     artifacts.mkdir(parents=True, exist_ok=True)
     assert _git(clone, 'status', '--porcelain') == ''
     problems, t0 = [], time.monotonic()
-    with jupyterlab(clone, tmp_path, tmp_path/'lab.log') as (url, token, served), sync_playwright() as pw:
+    with jupyterlab(clone, tmp_path, tmp_path/'lab.log') as (url, token, served), playwright() as pw:
         assert served == (clone/'nbs').resolve() or (clone/'nbs').resolve().is_relative_to(served), served
         prefix = '' if served == (clone/'nbs').resolve() else f"{(clone/'nbs').resolve().relative_to(served)}/"
         (tmp_path/'profile').mkdir()

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from _notebooks import load, text
+from neuralwiki.cards import ANKI_CLOZE as CLOZE
+
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
 NOTEBOOKS = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
@@ -31,16 +34,11 @@ MAX_FIGURE_PX = 900 # 9 inches at matplotlib's default dpi (100)
 WIDGET = 'application/vnd.jupyter.widget-view+json'
 PROGRESS = re.compile(r'\d+%\|')                  # tqdm's "  0%|          | 0/2000"
 ADDRESS = re.compile(r'0x[0-9a-fA-F]{6,}')
-CLOZE = re.compile(r'\{\{c\d+::')
 COMMENTED_HEADING = re.compile(r'^#[ \t]+#{1,6}[ \t]+\S', re.M) # `# ## One step downhill`, not `#| hide` nor `# a comment`
 FLOAT = re.compile(r'(?<![\w.])[-+]?(\d*)\.(\d+)(?:[eE][-+]?\d+)?(?!\w)')
 DIGITS_ARE_THE_LESSON = re.compile(r'^\s*#\s*digits:', re.M)
 TRACEBACK = re.compile(r'Traceback \(most recent call last\)|^\w*Error: ', re.M)
 
-
-def text(v): return ''.join(v) if isinstance(v, list) else (v or '')
-
-def load(path): return json.loads(path.read_text(encoding='utf-8'))
 
 def cells(path):
     "(index, cell, source) for each cell of the notebook at `path`."
