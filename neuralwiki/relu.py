@@ -16,11 +16,13 @@ def _check_tensor(x, name='x'):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}: wrap numbers with torch.tensor(...)")
 
 # %% ../nbs/02_relu.ipynb #683e4d39
+def _relu(x): return torch.where(x <= 0, 0, x)  # the one line; the functions of this chapter check their input, then use it
+
 def relu(x:torch.Tensor, # any shape, any dtype
         ) -> torch.Tensor: # `x` with every value that is not positive replaced by 0; same shape and dtype
     "Rectified linear unit, $\\max(0, x)$, elementwise."
     _check_tensor(x)
-    return torch.where(x <= 0, 0, x)
+    return _relu(x)
 
 # %% ../nbs/02_relu.ipynb #36c2fd0f
 def f(x):
@@ -49,15 +51,16 @@ def rectified_linear(m, # slope: a number or a tensor that broadcasts with `x`
                     ) -> torch.Tensor: # $\mathrm{relu}(m x + b)$, shaped like `m*x + b`
     "The line `m*x + b` with its negative part cut off at zero."
     _check_tensor(x)
-    return relu(m*x + b)
+    return _relu(m*x + b)
 
 # %% ../nbs/02_relu.ipynb #87b91cb8
 def double_relu(m1, b1, # slope and intercept of the first ReLU
                 m2, b2, # slope and intercept of the second ReLU
                 x:torch.Tensor, # inputs
                ) -> torch.Tensor: # shaped like `x`
-    "The sum of two rectified lines: `rectified_linear(m1, b1, x) + rectified_linear(m2, b2, x)`."
-    return rectified_linear(m1, b1, x) + rectified_linear(m2, b2, x)
+    "The sum of two rectified lines, $\\mathrm{relu}(m_1 x + b_1) + \\mathrm{relu}(m_2 x + b_2)$."
+    _check_tensor(x)
+    return _relu(m1*x + b1) + _relu(m2*x + b2)
 
 # %% ../nbs/02_relu.ipynb #8148de14
 def _vector(v, name, device):
@@ -82,7 +85,7 @@ def sum_of_relus(ms, # slopes, one per ReLU: a 1-D tensor or a list of numbers
     if not len(ms) == len(bs) == len(ws):
         raise ValueError(f"ms has {len(ms)} entries, bs has {len(bs)} and ws has {len(ws)}: "
                          "each ReLU needs one slope, one intercept and one weight")
-    return (ws * relu(x[..., None] * ms + bs)).sum(-1)
+    return (ws * _relu(x[..., None] * ms + bs)).sum(-1)
 
 # %% ../nbs/02_relu.ipynb #33415870
 def interpolating_relus(f, # a function of a tensor

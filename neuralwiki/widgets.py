@@ -65,34 +65,48 @@ def _check_data(data):
     return x, y
 
 class DataFitter(Explorer):
-    "Sliders for the parameters of `curve`, drawn over the noisy data, with its loss."
+    "Sliders for the parameters of `curve`, drawn over the noisy data, with its loss (or, with `loss=None`, without)."
     def __init__(self, data:tuple=None, # `(x, y)`; `None`: the source's `noisy_quadratic()`
+                 loss:str='mae', # the loss shown first, a name in `LOSSES`; `None`: no loss, only the data and the curve
                  **start): # starting values of some parameters, e.g. `a=3`
+        if loss is not None and loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)}, or None to show no loss; got {loss!r}")
+        self._loss0 = loss
         self.x, self.y = noisy_quadratic() if data is None else _check_data(data)
         super().__init__(**start)
 
     def _add_widgets(self, W):
-        self.loss_toggle = W.ToggleButtons(options=[name.upper() for name in LOSSES], description='loss')
+        self.loss_toggle = self.loss_label = None
+        if self._loss0 is None: return # by eye: the data and the curve, no number
+        self.loss_toggle = W.ToggleButtons(options=[name.upper() for name in LOSSES], value=self._loss0.upper(),
+                                           description='loss')
         self.loss_label = W.HTML()
         self.loss_label.add_class('neuralwiki-loss')
         self.loss_toggle.observe(self._changed, 'value')
 
     def _backdrop(self): self.ax.scatter(self.x.flatten(), self.y.flatten(), s=14, color='tab:blue', label='data')
 
-    def _controls(self, W): return [*self.sliders.values(), self.loss_toggle, self.reset_button, self.loss_label]
+    def _controls(self, W):
+        if self.loss_toggle is None: return [*self.sliders.values(), self.reset_button]
+        return [*self.sliders.values(), self.loss_toggle, self.reset_button, self.loss_label]
 
     def loss_func(self):
-        "The loss the toggle shows, from `LOSSES`."
-        return LOSSES[self.loss_toggle.value.lower()]
+        "The loss the toggle shows, from `LOSSES`; `None` without a loss."
+        return None if self.loss_toggle is None else LOSSES[self.loss_toggle.value.lower()]
 
     def loss(self) -> torch.Tensor:
-        "The loss of the current parameters on the data."
+        "The loss of the current parameters on the data; `None` without a loss."
+        if self.loss_toggle is None: return None
         with torch.no_grad(): return self.loss_func()(self.curve(*self.current(), self.x), self.y)
 
     def draw(self):
-        "Redraw the curve and the loss readout for the current parameters."
-        self.loss_label.value = loss_text(self.loss_toggle.value, self.loss())
+        "Redraw the curve, and the loss readout if there is one, for the current parameters."
+        if self.loss_label is not None: self.loss_label.value = loss_text(self.loss_toggle.value, self.loss())
         super().draw()
+
+    def __repr__(self):
+        r = super().__repr__()
+        return r if self.loss_toggle is not None else f'{r[:-1]}, loss=None)'
 
 # %% ../nbs/c_widgets.ipynb #0d788a39
 class QuadFitter(DataFitter):
@@ -109,9 +123,11 @@ class GDStepper(QuadFitter):
 
     def __init__(self, data:tuple=None, # `(x, y)`; `None`: the source's `noisy_quadratic()`
                  lr:float=0.01, # starting learning rate: a positive number (`check_lr`)
+                 loss:str='mae', # the loss to descend first, a name in `LOSSES`
                  **start): # starting values of some parameters, e.g. `a=3`
         self._lr0 = check_lr(lr)
-        super().__init__(data, **start)
+        if loss is None: raise ValueError(f"GDStepper descends a loss: loss must be one of {list(LOSSES)}, not None")
+        super().__init__(data, loss, **start)
 
     def _add_widgets(self, W):
         super()._add_widgets(W)
