@@ -13,22 +13,20 @@ is a failure); a speed-up below the book's targets (2x in total, 1.5x in the bac
 never a failure. Timing the engines in turns matters on a shared machine: timing each in a block has given
 0.92x and 2.23x in back-to-back runs of the same code.
 
-Where the difference comes from (chapter 5 keeps a few sentences of this):
-- Forward, 1.5-1.8x faster with the collector off and 2.2-2.6x with it on: no closure is created per
-  operation, constants are not wrapped in Values, the inputs are kept in a tuple rather than a `set`, and
-  `__slots__` makes each `Value` cheaper to create. Numbering each Value and writing each result on the tape
-  costs some of that back (before the tape, forward alone was about 1.9x with the collector off).
-- Backward, about 4x faster: every result is appended to a list (the tape) when it is made, and the order
-  in which Values are made is a topological order, so `backward()` is a single loop over the tape. micrograd
-  finds its order by a recursive search of the graph first, which costs more than the chain rule itself
-  (an earlier neuralwiki, with an iterative search, was only 1.0-1.3x faster than micrograd here). A node
-  whose gradient is 0 passes nothing back, which also skips the work below a ReLU that is off.
+Where the difference comes from (chapter 5 says it in one sentence; appendix E measures it):
+- Forward, about 2x faster (1.8-2.5x): no closure is created per operation (micrograd's `_backward`), the local
+  derivatives are plain numbers stored as `(input, local derivative)` pairs, constants are not wrapped in Values
+  (for `a - b` micrograd makes three Values: -1, `b * -1` and the sum; ours makes one), the inputs are kept in a
+  tuple rather than a `set`, and `__slots__` makes each `Value` cheaper to create. An earlier draft kept inputs and derivatives in two
+  tuples and paired them with `zip` in backward(); making that `zip` object for every node cost more than it saved.
+- Backward, about as fast as micrograd's (1.0-1.6x): both search the graph for a topological order first (ours
+  with a loop and a list, micrograd's with a function that calls itself), and the search costs about twice the
+  chain rule itself. Appendix E's tape engine, which writes each result down as it is made and so needs no search,
+  is about 4x as fast in the backward pass and 2.1-2.3x in total; chapter 5 keeps the plain search, which reads
+  like micrograd's and holds no state outside the graph.
 - No reference cycles: a micrograd closure refers to the node it belongs to, so every micrograd graph is a
   cycle that only the garbage collector can free, and the collector runs more often. A graph of neuralwiki's
-  is freed the moment nothing refers to it (backward() empties the tape). That is why the gap is wider with
-  the collector on.
-- Storing `(input, local derivative)` pairs matters: an earlier draft kept inputs and derivatives in two
-  tuples and paired them with `zip`, and making that `zip` object for every node cost more than it saved.
+  is freed the moment nothing refers to it. That is why the gap is wider with the collector on.
 """
 import argparse
 import gc
@@ -111,9 +109,7 @@ def main(argv=None):
         checked = 'micrograd and float64 PyTorch agree'
     except ImportError: checked = 'micrograd agrees (PyTorch is not installed: not compared with it)'
 
-    graph = mse(mlp(Value, sizes, args.seed), points, targets)
-    n_nodes = len(topo_order(graph))
-    graph.backward()   # so that the timed runs start with an empty tape
+    n_nodes = len(topo_order(mse(mlp(Value, sizes, args.seed), points, targets)))
     n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
     print(f"MLP {'-'.join(map(str, sizes))}: {n_params} weights; loss over {args.batch} points; "
           f"{n_nodes} Values in neuralwiki's graph")
