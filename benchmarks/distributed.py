@@ -1,7 +1,8 @@
 """Data-parallel training (chapter 7) on 1 and 2 workers: seconds per epoch, bytes all-reduced per step, efficiency.
 
 Trains chapter 6's digits network with `neuralwiki.distributed.train_dp` in a gloo group of 1 worker and of 2
-workers (one CPU core each, started by `launch`), for a few network widths and batch sizes, from the same
+workers (one CPU core each, started by appendix E's `neuralwiki.launch.launch`), for a few network widths and
+batch sizes (`bs`: the rows of one step, all workers together, as in chapter 6's `train`), from the same
 initial weights on the same minibatches. Prints, for each: seconds per epoch (the slowest worker, between two
 barriers, so process start-up is not counted), the bytes each worker all-reduces per step (parameters x element
 size), the speed-up t1/t2 and the efficiency t1/(2 t2) (1.0 would be perfect). For reference it also times
@@ -15,7 +16,8 @@ import argparse, os, sys, time
 import torch
 
 from neuralwiki.core import arg_type, check_count
-from neuralwiki.distributed import launch, timed, train_dp
+from neuralwiki.distributed import train_dp
+from neuralwiki.launch import launch, timed
 from neuralwiki.nn import CrossEntropy, mlp
 from neuralwiki.training import digits, train
 
