@@ -203,7 +203,7 @@ def _run_value_op(ex, fn, args):
         return _say(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but your function returned', _show(out))],
                     'did you forget `return`?' if out is None else
                     "that is a torch tensor: this exercise is about chapter 5's engine, so build a Value from v" if isinstance(out, torch.Tensor) else
-                    'return a Value made from v, e.g. Value(t, ((v, local_derivative),)), so that backward() can reach v')
+                    'return a Value made from v, e.g. Value(t, inputs=((v, local_derivative),)), so that backward() can reach v')
     if not _near(float(out.data), want_data):
         return _say(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but its data is', f'{float(out.data):.6g}')],
                     hint(float(out.data)))
@@ -211,13 +211,13 @@ def _run_value_op(ex, fn, args):
     except Exception as e: return _say(call, [], [('returned a Value whose backward() raised', f'{type(e).__name__}: {e}')])
     if not _near(float(v.grad), want_grad):
         fallback = ("v.grad stayed 0: the Value you return must remember v and the local derivative, "
-                    "Value(t, ((v, local_derivative),), ...)") if v.grad == 0 else None
+                    "Value(t, inputs=((v, local_derivative),))") if v.grad == 0 else None
         return _say(call, [], [('then backward() should set v.grad to', f'{want_grad:.6g}'), ('but it set it to', f'{float(v.grad):.6g}')],
                     hint(float(out.data), float(v.grad)) or fallback)
 
 def _value_cases(g): return [(x,) for x in (0.5, -1.0, 0.0, 2.0, -3.0, 0.1)] + [(_num(g),) for _ in range(3)]
 
-def _node(v, data, local, op): return Value(data, ((v, local),), op)
+def _node(v, data, local, op): return Value(data, inputs=((v, local),), op=op)
 
 _register(Exercise('tanh', 5, 'tanh of a Value, as a Value that backward() goes through', ('v',), lambda v: v.tanh(), _value_cases, (
     (lambda v: _node(v, math.tanh(v.data), 1 - math.tanh(v.data), 'tanh'),
@@ -228,7 +228,7 @@ _register(Exercise('tanh', 5, 'tanh of a Value, as a Value that backward() goes 
     (lambda v: _node(v, math.tanh(v.data), 1.0, 'tanh'),
      'a local derivative of 1 passes the gradient through unchanged, as + does: the one of tanh is 1 - t**2'),
     (lambda v: Value(math.tanh(v.data)), 'the Value you return does not remember v, so backward() never reaches it: '
-     "give it v and the local derivative, Value(t, ((v, 1 - t**2),), 'tanh')"),
+     "give it v and the local derivative, Value(t, inputs=((v, 1 - t**2),), op='tanh')"),
     (lambda v: _node(v, math.tanh(v.data), math.tanh(v.data), 'tanh'), 'the local derivative of tanh is 1 - t**2, not tanh itself'),
     (lambda v: _node(v, (math.exp(v.data) - math.exp(-v.data)) / 2, 0.0, 'tanh'), 'that is sinh(x) = (e**x - e**-x)/2: tanh divides it by cosh(x) = (e**x + e**-x)/2'),
 ), run=_run_value_op))
@@ -243,7 +243,7 @@ _register(Exercise('sigmoid', 5, 'the sigmoid 1/(1 + e**-x) of a Value, as a Val
     (lambda v: _node(v, 1 / (1 + math.exp(-v.data)), 1.0, 'sigmoid'),
      'a local derivative of 1 passes the gradient through unchanged, as + does: the one of the sigmoid is s * (1 - s)'),
     (lambda v: Value(1 / (1 + math.exp(-v.data))), 'the Value you return does not remember v, so backward() never reaches it: '
-     "give it v and the local derivative, Value(s, ((v, s * (1 - s)),), 'sigmoid')"),
+     "give it v and the local derivative, Value(s, inputs=((v, s * (1 - s)),), op='sigmoid')"),
     (lambda v: 1 / (1 + v.exp()), 'that is 1/(1 + e**x): the exponent is -x, 1/(1 + e**-x)'),
 ), run=_run_value_op))
 
@@ -308,3 +308,42 @@ _register(Exercise('cross_entropy', 6, 'the mean of -log(softmax probability of 
     (lambda x, l: -_pick(x, l).mean(), "that is minus the correct class's logit: turn the logits into log-probabilities first (the log of the softmax)"),
     (lambda x, l: -_log_probs(x)[l].mean(), 'logp[labels] picks whole rows: take from each row i its column labels[i], logp[torch.arange(n), labels]'),
     (lambda x, l: -_log_probs(x).mean(), 'that averages the log-probabilities of every class: take only the correct class of each row'))))
+
+# %% ../nbs/b_exercises.ipynb #nw-ch7-exercises
+from .distributed import shard  # chapter 7's, the reference
+
+def _shard_cases(g):
+    edge = [(torch.arange(8), 0, 2), (torch.arange(8), 1, 2), (torch.arange(7), 0, 3), (torch.arange(7), 2, 3),
+            (torch.arange(10, 20), 3, 4), (torch.arange(5), 0, 1), (torch.arange(3), 2, 3)]
+    shuffled = [(torch.randperm(n, generator=g), r, w) for n, r, w in ((12, 4, 5), (9, 1, 4), (31, 1, 2))]
+    return edge + shuffled
+
+def _fixed_size(batch, rank, world_size):
+    m = len(batch) // world_size
+    return batch[rank * m:(rank + 1) * m]
+
+_register(Exercise('shard', 7, "worker rank's consecutive piece of batch, the pieces' sizes differing by at most 1",
+                   ('batch', 'rank', 'world_size'), shard, _shard_cases, (
+    (lambda b, r, w: b[r::w], 'that deals the rows out in turn (rank, rank + world_size, ...), as DistributedSampler '
+     'does: a shard here is one consecutive piece of the batch'),
+    (lambda b, r, w: b.chunk(w)[r], 'torch.chunk makes pieces of ceil(n / world_size) rows, so the last is short (or missing): '
+     'the sizes must differ by at most 1, the first len(batch) % world_size pieces taking one row more'),
+    (_fixed_size, 'that leaves out the last len(batch) % world_size rows: give the first len(batch) % world_size shards one row more'),
+)))
+
+def _batch_gradient(grads, sizes): return sum(g * n for g, n in zip(grads, sizes)) / sum(sizes)
+
+def _batch_gradient_cases(g):
+    edge = [([_t([1., 2.]), _t([3., 4.])], [2, 2]), ([_t([1.]), _t([4.])], [3, 1]),
+            ([_t([2., 0.], [0., 2.]), _t([0., 1.], [1., 0.]), _t([1., 1.], [1., 1.])], [1, 2, 1]), ([_t([5., -1.])], [7])]
+    return edge + [([_rand(g, 3) for _ in sizes], sizes) for sizes in ([32, 31], [16, 16, 15], [5, 3, 2, 1])]
+
+_register(Exercise('batch_gradient', 7, "the gradient of the whole batch's mean loss, from its shards' gradients and sizes",
+                   ('grads', 'sizes'), _batch_gradient, _batch_gradient_cases, (
+    (lambda gs, ns: sum(gs) / len(gs), "that is the plain mean of the shards' gradients, right only when the shards are equal: "
+     "weight each by its share of the batch, sizes[k] / sum(sizes)"),
+    (lambda gs, ns: sum(gs), "that is the sum of the shards' gradients; each is a mean over its shard, so weight each by its "
+     "share of the batch, sizes[k] / sum(sizes)"),
+    (lambda gs, ns: sum(g * n for g, n in zip(gs, ns)), "each gradient is weighted by its shard's size, but the sum is not "
+     "divided by the batch's size, sum(sizes)"),
+)))
