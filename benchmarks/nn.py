@@ -11,14 +11,14 @@ import argparse, math, sys, time
 import torch
 import torch.nn.functional as F
 
-from neuralwiki.core import arg_type, check_count, check_lr
+from neuralwiki.core import arg_type, check_count, check_positive
 from neuralwiki.nn import mlp, to_torch, CrossEntropy, cross_entropy
 from neuralwiki.training import train, batches, digits, accuracy
 
 
 positive_int = arg_type(int, lambda v: check_count('value', v, 1))  # argparse types from the library's own checks
 
-positive_float = arg_type(float, check_lr)
+positive_float = arg_type(float, lambda v: check_positive('value', v))
 
 
 def parse_args(argv=None):

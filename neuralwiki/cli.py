@@ -76,13 +76,13 @@ def save_fit_plot(path:Path, # where to write the PNG
     "Save a PNG with the data, the true and fitted quadratics, and the loss history. Atomic."
     import torch
     from matplotlib.figure import Figure
-    from neuralwiki.relu import f
+    from neuralwiki.relu import source_curve
     from neuralwiki.loss import mk_quad
     fig = Figure(figsize=(9, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     xs = torch.linspace(-2.1, 2.1, 100)
     ax1.scatter(x.flatten(), y.flatten(), s=14, label='data')
-    ax1.plot(xs, f(xs), 'g', label='true: $3x^2+2x+1$')
+    ax1.plot(xs, source_curve(xs), 'g', label='true: $3x^2+2x+1$')
     a, b, c = (float(v) for v in params)
     ax1.plot(xs, mk_quad(a, b, c)(xs), 'r', label=f'fit: ${a:.2f}x^2{b:+.2f}x{c:+.2f}$')
     ax1.legend(); ax1.set_title('data and fit')
@@ -102,14 +102,14 @@ def fit_cli(argv:list=None, # arguments after `neuralwiki fit`; `None`: from the
         if problem: return _fail('fit', problem, 2)
     import torch
     from neuralwiki.loss import LOSSES, noisy_quadratic, quad_loss
-    from neuralwiki.gd import fit, LossNotFinite
+    from neuralwiki.gd import fit, loss_table, LossNotFinite
     try: x, y = noisy_quadratic(seed=args.seed)
     except ValueError as e: return _fail('fit', f"argument --seed: {e}", 2)  # numpy's own limit on seeds
     abc = torch.tensor([1.1, 1.1, 1.1]).requires_grad_()
-    loss_at = partial(quad_loss, x=x, y=y, loss_func=LOSSES[args.loss])
+    loss_at = partial(quad_loss, x=x, target=y, loss_func=LOSSES[args.loss])
     try: history = fit(abc, loss_at, lr=args.lr, steps=args.steps, accumulate=not args.zero_grad, progress=False)
     except LossNotFinite as e: return _fail('fit', str(e), 1)
-    for i, loss in enumerate(history): print(f'step={i}; loss={loss:.2f}')
+    print(loss_table(history), end='')
     if args.plot is not None: save_fit_plot(args.plot, x, y, abc.detach(), history)
     return 0
 

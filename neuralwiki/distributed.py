@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from .core import check_count, check_lr
-from .gd import LossNotFinite, gd_update
+from .gd import diverged, gd_update
 from .nn import CrossEntropy, cross_entropy, mlp, to_torch
 from .training import accuracy, batches, digits
 
@@ -48,7 +48,7 @@ def dp_step(model, # this worker's copy of the network
     model.zero_grad()
     loss = loss_layer.forward(model(x), y).item()
     if not math.isfinite(loss):  # refuse before sharing: the error names the worker whose data is bad
-        raise LossNotFinite(f"worker {dist.get_rank()}: the loss of its shard is {loss}")
+        raise diverged(f"worker {dist.get_rank()}: the loss of its shard is {loss}")
     model.backward(loss_layer.backward(), input_grad=False)
     all_reduce_gradients(model.parameters(), share)
     gd_update(model.parameters(), lr)

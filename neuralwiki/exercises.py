@@ -10,34 +10,35 @@ import math
 
 import torch
 
-from .checker import Exercise, _close, _num, _rand, _register, _say, _show  # the checker's parts
+from .checker import Exercise, close, random_number, random_tensor, register, failure, show  # the checker's parts
 from .checker import EXERCISES, check  # for the chapters: `from neuralwiki.exercises import check`
 from .matmul import matmul_torch
-from .relu import f, relu, rectified_linear
+from .relu import relu, rectified_linear, source_curve
 from .loss import LOSSES, quad, mae, mse, quad_loss, noisy_quadratic
 from .gd import gd_step
 from .autograd import Value
 from .nn import softmax, cross_entropy
+from .distributed import shard
 
 # %% ../nbs/b_exercises.ipynb #841dcd6c
 def _t(*rows): return torch.tensor(rows if len(rows) > 1 else rows[0], dtype=torch.float32)
 
 def _dot_cases(g):
     edge = [(_t([1., 2.]), _t([3., 4.])), (_t([1., 2., 3.]), _t([-1., 0., 1.])), (_t([2.]), _t([5.])), (torch.zeros(3), _t([1., 2., 3.]))]
-    return edge + [(_rand(g, n), _rand(g, n)) for n in (4, 6, 8)]
+    return edge + [(random_tensor(g, n), random_tensor(g, n)) for n in (4, 6, 8)]
 
-_register(Exercise('dot', 1, 'the dot product of two vectors', ('a', 'b'), lambda a, b: torch.dot(a, b), _dot_cases, (
+register(Exercise('dot', 1, 'the dot product of two vectors', ('a', 'b'), lambda a, b: torch.dot(a, b), _dot_cases, (
     (lambda a, b: a * b, 'that is the elementwise product a * b: a dot product adds those products up into one number'),
     (lambda a, b: a.sum() * b.sum(), 'that multiplies the two sums: multiply pairs of entries first, then add the products'))))
 
 def _matmul_cases(g):
     edge = [(_t([1., 2.], [3., 4.]), _t([5., 6.], [7., 8.])), (_t([[1., 2., 3.]]), _t([1.], [0.], [-1.])),
             (_t([1.], [2.]), _t([[3., 4., 5.]])), (_t([1., 0., 2.], [0., 1., -1.]), _t([1., 2., 0., 1.], [3., 0., 1., 1.], [0., 1., 1., 2.])),
-            (torch.eye(3), _rand(g, 3, 3)), (torch.zeros(2, 3), _rand(g, 3, 2))]
+            (torch.eye(3), random_tensor(g, 3, 3)), (torch.zeros(2, 3), random_tensor(g, 3, 2))]
     shapes = torch.randint(1, 6, (4, 3), generator=g).tolist()
-    return edge + [(_rand(g, m, k), _rand(g, k, n)) for m, k, n in shapes]
+    return edge + [(random_tensor(g, m, k), random_tensor(g, k, n)) for m, k, n in shapes]
 
-_register(Exercise('matmul', 1, 'the matrix product a @ b of 2-D tensors', ('a', 'b'), matmul_torch, _matmul_cases, (
+register(Exercise('matmul', 1, 'the matrix product a @ b of 2-D tensors', ('a', 'b'), matmul_torch, _matmul_cases, (
     (lambda a, b: a @ b.T, 'that is a @ b.T: entry (i, j) needs b[k, j] (column j of b), and you used b[j, k]'),
     (lambda a, b: a.T @ b, 'that is a.T @ b: entry (i, j) needs a[i, k] (row i of a), and you used a[k, i]'),
     (lambda a, b: b @ a, 'that is b @ a: the order matters, c[i, j] = sum over k of a[i, k] * b[k, j]'),
@@ -46,9 +47,9 @@ _register(Exercise('matmul', 1, 'the matrix product a @ b of 2-D tensors', ('a',
 # %% ../nbs/b_exercises.ipynb #70e1f720
 def _relu_cases(g):
     edge = [_t([-1., 0., 2.]), _t([3., 10., 100.]), _t([-0.1, -100.]), _t([-1.5, 2.5], [0.5, -0.5]), _t(-3.), _t(5.), torch.zeros(0)]
-    return [(x,) for x in edge + [_rand(g, 4), _rand(g, 7), _rand(g, 2, 3), _rand(g, 3, 1, 2)]]
+    return [(x,) for x in edge + [random_tensor(g, 4), random_tensor(g, 7), random_tensor(g, 2, 3), random_tensor(g, 3, 1, 2)]]
 
-_register(Exercise('relu', 2, 'max(0, x), elementwise', ('x',), relu, _relu_cases, (
+register(Exercise('relu', 2, 'max(0, x), elementwise', ('x',), relu, _relu_cases, (
     (lambda x: x.abs(), 'that is the absolute value |x|: ReLU sets negative values to 0 rather than flipping their sign'),
     (lambda x: x.clamp(0, 1), 'values above 1 were cut to 1: ReLU only cuts from below, at 0'),
     (lambda x: x.clamp(max=0), 'that keeps the negative part: ReLU keeps the positive values and sets the rest to 0'),
@@ -57,9 +58,9 @@ _register(Exercise('relu', 2, 'max(0, x), elementwise', ('x',), relu, _relu_case
 def _rectified_cases(g):
     edge = [(2., -1., _t([-1., .5, 2.])), (-1., 1., _t([-2., 1., 3.])), (0., 1.5, _t([-1., 0., 1.])), (0., -1., _t([5.])),
             (1., 0., _t([-1., 2.], [3., -4.]))]
-    return edge + [(_num(g), _num(g), _rand(g, 6)) for _ in range(4)]
+    return edge + [(random_number(g), random_number(g), random_tensor(g, 6)) for _ in range(4)]
 
-_register(Exercise('rectified_linear', 2, 'the line m*x + b with its negative part set to 0', ('m', 'b', 'x'), rectified_linear, _rectified_cases, (
+register(Exercise('rectified_linear', 2, 'the line m*x + b with its negative part set to 0', ('m', 'b', 'x'), rectified_linear, _rectified_cases, (
     (lambda m, b, x: m * x + b, 'that is the line m*x + b itself: set its negative part to 0 with relu'),
     (lambda m, b, x: relu(m * x) + b, 'the intercept goes inside: relu(m*x + b), not relu(m*x) + b'))))
 
@@ -68,14 +69,14 @@ def _loss_cases(g):
     x, y = noisy_quadratic()
     edge = [(_t([1., 2., 4.]), _t([2., 2., 1.])), (_t([3.]), _t([3.])), (_t([0., 0.]), _t([1., -1.])),
             (_t([1.], [2.], [3.]), _t([2.], [4.], [6.])), (quad(1.1, 1.1, 1.1, x), y)]
-    return edge + [(_rand(g, n), _rand(g, n)) for n in (3, 5)] + [(_rand(g, 4, 1), _rand(g, 4, 1))]
+    return edge + [(random_tensor(g, n), random_tensor(g, n)) for n in (3, 5)] + [(random_tensor(g, 4, 1), random_tensor(g, 4, 1))]
 
-_register(Exercise('mae', 3, 'the mean absolute error', ('pred', 'actual'), mae, _loss_cases, (
+register(Exercise('mae', 3, 'the mean absolute error', ('pred', 'target'), mae, _loss_cases, (
     (lambda p, a: (p - a).mean(), 'the errors were averaged with their signs, so misses above and below cancel out: take .abs() before the mean'),
     (lambda p, a: (p - a).abs().sum(), 'that is the sum of the absolute errors: take their mean instead'),
     (lambda p, a: ((p - a)**2).mean(), 'that is the mean *squared* error: MAE takes the absolute value of each error instead'))))
 
-_register(Exercise('mse', 3, 'the mean squared error', ('pred', 'actual'), mse, _loss_cases, (
+register(Exercise('mse', 3, 'the mean squared error', ('pred', 'target'), mse, _loss_cases, (
     (lambda p, a: (p - a).abs().mean(), 'that is the mean absolute error: MSE squares each error instead'),
     (lambda p, a: (p - a).mean(), 'the errors were averaged without squaring them, so misses above and below cancel out: square each error first'),
     (lambda p, a: ((p - a)**2).sum(), 'that is the sum of the squared errors: take their mean instead'),
@@ -85,24 +86,24 @@ _register(Exercise('mse', 3, 'the mean squared error', ('pred', 'actual'), mse, 
 def _quad_cases(g):
     edge = [(3., 2., 1., _t([0., 1., -1.])), (1., 0., 0., _t([2., -3.])), (0., 2., 1., _t([1., 2.])), (1.5, -1., .5, _t(2.)),
             (3., 2., 1., torch.linspace(-2, 2, 5)[:, None])]
-    return edge + [(_num(g), _num(g), _num(g), _rand(g, 5)) for _ in range(3)]
+    return edge + [(random_number(g), random_number(g), random_number(g), random_tensor(g, 5)) for _ in range(3)]
 
-_register(Exercise('quad', 3, 'the quadratic a*x**2 + b*x + c', ('a', 'b', 'c', 'x'), quad, _quad_cases, (
+register(Exercise('quad', 3, 'the quadratic a*x**2 + b*x + c', ('a', 'b', 'c', 'x'), quad, _quad_cases, (
     (lambda a, b, c, x: b*x**2 + a*x + c, 'a and b are swapped: a goes with x**2 and b with x'),
     (lambda a, b, c, x: a*x*2 + b*x + c, 'x*2 doubles x: square it with x**2'),
     (lambda a, b, c, x: a*x**2 + b*x, 'c is missing: add it'))))
 
 # %% ../nbs/b_exercises.ipynb #e41df79f
 def _slope_of_f(x):
-    "The derivative of `f` at each entry of `x`, by autograd."
+    "The derivative of `source_curve` (the source's f) at each entry of `x`, by autograd."
     x = x.detach().clone().requires_grad_()
-    f(x).sum().backward()
+    source_curve(x).sum().backward()
     return x.grad
 
-def _df_cases(g): return [(x,) for x in (_t(0.), _t(1.), _t([-1., 0., 2.]), _t([.5], [-.5]), _rand(g, 4), _rand(g, 6))]
+def _df_cases(g): return [(x,) for x in (_t(0.), _t(1.), _t([-1., 0., 2.]), _t([.5], [-.5]), random_tensor(g, 4), random_tensor(g, 6))]
 
-_register(Exercise('df', 4, 'the derivative of f(x) = 3x**2 + 2x + 1', ('x',), _slope_of_f, _df_cases, (
-    (lambda x: f(x), 'that is f(x) itself, not its slope'),
+register(Exercise('df', 4, 'the derivative of f(x) = 3x**2 + 2x + 1', ('x',), _slope_of_f, _df_cases, (
+    (lambda x: source_curve(x), 'that is f(x) itself, not its slope'),
     (lambda x: 6*x, 'the derivative of 2x is 2: you dropped it'),
     (lambda x: 6*x + 3, 'the constant 1 does not change with x: its derivative is 0'),
     (lambda x: 3*x + 2, 'the derivative of 3x**2 is 6x: bring the power down, 3 * 2 * x'))))
@@ -119,7 +120,7 @@ STEP_CALLS = 3 # calls of `step` per case
 def _step_cases(g):
     edge = [(_t([1.1, 1.1, 1.1]), 0.01, _QuadLoss('mae'), None), (_t([1.1, 1.1, 1.1]), 0.1, _QuadLoss('mse'), None),
             (_t([3., 2., 1.]), 0.01, _QuadLoss('mae'), 'zeros')]
-    return edge + [(_rand(g, 3), lr, _QuadLoss(loss), None) for lr, loss in ((0.05, 'mae'), (0.001, 'mse'))]
+    return edge + [(random_tensor(g, 3), lr, _QuadLoss(loss), None) for lr, loss in ((0.05, 'mae'), (0.001, 'mse'))]
 
 def _gradient_at(p, loss_at):
     q = p.detach().clone().requires_grad_()
@@ -132,21 +133,21 @@ def _step_hint(before, got, lr, here, left):
     if left is not None and left.any():
         guesses.append((before - lr * (left + here), "that step used this step's gradient *plus* the one left in params.grad by the "
                         "call before: backward() adds to .grad, so zero it once per step (before backward(), or after the update)"))
-    return next((h for w, h in guesses if _close(got, w)), None)
+    return next((h for w, h in guesses if close(got, w)), None)
 
 def _run_step(ex, fn, case):
     p0, lr, loss_at, grad0 = case
     expected = p0.clone().requires_grad_()
     params = p0.clone().requires_grad_()
     if grad0 == 'zeros': expected.grad, params.grad = torch.zeros_like(p0), torch.zeros_like(p0)
-    given = [f'params = {_show(p0)}' + ('' if grad0 is None else ', with params.grad = zeros'), f'loss_at = {loss_at!r}']
+    given = [f'params = {show(p0)}' + ('' if grad0 is None else ', with params.grad = zeros'), f'loss_at = {loss_at!r}']
     for call_no in range(1, STEP_CALLS + 1):
         call = f'step(params, loss_at, lr={lr})' + (f', call {call_no} of {STEP_CALLS}' if call_no > 1 else '')
         before = params.detach().clone()
         left = None if params.grad is None else params.grad.clone()
         here = _gradient_at(before, loss_at)
-        at = [f'params before this call = {_show(before)}', f'gradient of loss_at there = {_show(here)}',
-              f'params.grad before this call = {_show(left)}'] if call_no > 1 else []
+        at = [f'params before this call = {show(before)}', f'gradient of loss_at there = {show(here)}',
+              f'params.grad before this call = {show(left)}'] if call_no > 1 else []
         ex.reference(expected, loss_at, lr)  # the book's gd_step
         try: fn(params, loss_at, lr)
         except Exception as e:
@@ -155,24 +156,24 @@ def _run_step(ex, fn, case):
             if 'NoneType' in str(e) and left is None:
                 hint = ('params.grad is None until backward() fills it: call loss_at(params).backward() first' if params.grad is None else
                         'params = params - ... makes a new tensor, whose .grad is None: change params itself, in place (params -= ...)')
-            return _say(call, given + at, [('raised', f'{type(e).__name__}: {e}')], hint)
+            return failure(call, given + at, [('raised', f'{type(e).__name__}: {e}')], hint)
         got = params.detach()
         if got.shape != p0.shape:
-            return _say(call, given + at, [('changed the shape of params to', str(tuple(got.shape)))], 'change the values of params, not its shape')
+            return failure(call, given + at, [('changed the shape of params to', str(tuple(got.shape)))], 'change the values of params, not its shape')
         if torch.equal(got, before):
             zeroed, filled_late = params.grad is None or not params.grad.any(), left is not None and not left.any()
-            return _say(call, given + at, [('did not change', 'params')],
+            return failure(call, given + at, [('did not change', 'params')],
                         'params.grad is still None: compute the gradient with loss_at(params).backward(), then change params in place'
                         if params.grad is None and left is None else
                         'the update used a zero gradient: zero params.grad before backward() or after the update, never between them' if zeroed else
                         "the update used params.grad before this step's backward() filled it: call loss_at(params).backward() first, then update"
                         if filled_late else
                         'change params itself, in place (params -= ...); params = params - ... only makes a new tensor inside your function')
-        if not _close(got, expected.detach()):
-            return _say(call, given + at, [('should change params to', _show(expected)), ('but changed it to', _show(got))],
+        if not close(got, expected.detach()):
+            return failure(call, given + at, [('should change params to', show(expected)), ('but changed it to', show(got))],
                         _step_hint(before, got, lr, here, left))
 
-_register(Exercise('step', 4, 'one step of gradient descent on params, in place, with the gradient of loss_at at params',
+register(Exercise('step', 4, 'one step of gradient descent on params, in place, with the gradient of loss_at at params',
                    ('params', 'loss_at', 'lr'), gd_step, _step_cases, run=_run_step))
 
 # %% ../nbs/b_exercises.ipynb #nw-value-op
@@ -197,29 +198,29 @@ def _run_value_op(ex, fn, args):
             if all(_near(a, b) for a, b in zip(got, w)): return h
     v = Value(x)
     try: out = fn(v)
-    except Exception as e: return _say(call, [], [('raised', f'{type(e).__name__}: {e}')])
-    if v.data != x: return _say(call, [], [('changed its input', f'v to {_show(v)}')], 'compute a new Value and leave v as it was')
+    except Exception as e: return failure(call, [], [('raised', f'{type(e).__name__}: {e}')])
+    if v.data != x: return failure(call, [], [('changed its input', f'v to {show(v)}')], 'compute a new Value and leave v as it was')
     if isinstance(out, torch.Tensor) or not (hasattr(out, 'data') and callable(getattr(out, 'backward', None))):
-        return _say(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but your function returned', _show(out))],
+        return failure(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but your function returned', show(out))],
                     'did you forget `return`?' if out is None else
                     "that is a torch tensor: this exercise is about chapter 5's engine, so build a Value from v" if isinstance(out, torch.Tensor) else
                     'return a Value made from v, e.g. Value(t, inputs=((v, local_derivative),)), so that backward() can reach v')
     if not _near(float(out.data), want_data):
-        return _say(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but its data is', f'{float(out.data):.6g}')],
+        return failure(call, [], [('should return a Value with data', f'{want_data:.6g}'), ('but its data is', f'{float(out.data):.6g}')],
                     hint(float(out.data)))
     try: out.backward()
-    except Exception as e: return _say(call, [], [('returned a Value whose backward() raised', f'{type(e).__name__}: {e}')])
+    except Exception as e: return failure(call, [], [('returned a Value whose backward() raised', f'{type(e).__name__}: {e}')])
     if not _near(float(v.grad), want_grad):
         fallback = ("v.grad stayed 0: the Value you return must remember v and the local derivative, "
                     "Value(t, inputs=((v, local_derivative),))") if v.grad == 0 else None
-        return _say(call, [], [('then backward() should set v.grad to', f'{want_grad:.6g}'), ('but it set it to', f'{float(v.grad):.6g}')],
+        return failure(call, [], [('then backward() should set v.grad to', f'{want_grad:.6g}'), ('but it set it to', f'{float(v.grad):.6g}')],
                     hint(float(out.data), float(v.grad)) or fallback)
 
-def _value_cases(g): return [(x,) for x in (0.5, -1.0, 0.0, 2.0, -3.0, 0.1)] + [(_num(g),) for _ in range(3)]
+def _value_cases(g): return [(x,) for x in (0.5, -1.0, 0.0, 2.0, -3.0, 0.1)] + [(random_number(g),) for _ in range(3)]
 
 def _node(v, data, local, op): return Value(data, inputs=((v, local),), op=op)
 
-_register(Exercise('tanh', 5, 'tanh of a Value, as a Value that backward() goes through', ('v',), lambda v: v.tanh(), _value_cases, (
+register(Exercise('tanh', 5, 'tanh of a Value, as a Value that backward() goes through', ('v',), lambda v: v.tanh(), _value_cases, (
     (lambda v: _node(v, math.tanh(v.data), 1 - math.tanh(v.data), 'tanh'),
      'the local derivative of tanh is 1 - t**2, with t = tanh(x): you left out the square'),
     (lambda v: _node(v, math.tanh(v.data), 1 - v.data**2, 'tanh'),
@@ -235,7 +236,7 @@ _register(Exercise('tanh', 5, 'tanh of a Value, as a Value that backward() goes 
 
 def _sigmoid(v): return 1 / (1 + (-v).exp())
 
-_register(Exercise('sigmoid', 5, 'the sigmoid 1/(1 + e**-x) of a Value, as a Value that backward() goes through', ('v',), _sigmoid, _value_cases, (
+register(Exercise('sigmoid', 5, 'the sigmoid 1/(1 + e**-x) of a Value, as a Value that backward() goes through', ('v',), _sigmoid, _value_cases, (
     (lambda v: _node(v, 1 / (1 + math.exp(-v.data)), 1 / (1 + math.exp(-v.data)), 'sigmoid'),
      'the local derivative of the sigmoid is s * (1 - s), with s = sigmoid(x): you left out (1 - s)'),
     (lambda v: _node(v, 1 / (1 + math.exp(-v.data)), v.data * (1 - v.data), 'sigmoid'),
@@ -259,9 +260,9 @@ def _linear_cases(g):
     edge = [(_t([1., 2.], [3., 4.]), _t([1., -1.], [2., 0.]), _t([1., 0.], [0., 2.])),
             (_t([1., 0., 2.], [-1., 1., 0.]), _t([1., 2.], [0., 1.], [-1., 0.]), _t([1., -1.], [2., 1.])),
             (_t([[1., 2., 3.]]), _t([1.], [1.], [1.]), _t([[2.]]))]
-    return edge + [(_rand(g, n, i), _rand(g, i, o), _rand(g, n, o)) for n, i, o in ((4, 3, 5), (5, 2, 3), (3, 4, 4))]
+    return edge + [(random_tensor(g, n, i), random_tensor(g, i, o), random_tensor(g, n, o)) for n, i, o in ((4, 3, 5), (5, 2, 3), (3, 4, 4))]
 
-_register(Exercise('linear_backward', 6, 'the gradients of x @ w + b with respect to x, w and b, given the gradient of its output',
+register(Exercise('linear_backward', 6, 'the gradients of x @ w + b with respect to x, w and b, given the gradient of its output',
                    ('x', 'w', 'grad'), _linear_grads, _linear_cases, (
     (lambda x, w, g: (g @ w, x.T @ g, g.sum(0)), 'grad_x is grad @ w.T: row i of grad meets the columns of w, which go back to the inputs'),
     (lambda x, w, g: (g @ w.T, g.T @ x, g.sum(0)), 'that is grad.T @ x, the transpose: grad_w = x.T @ grad, shaped like w (n_in, n_out)'),
@@ -277,9 +278,9 @@ _register(Exercise('linear_backward', 6, 'the gradients of x @ w + b with respec
 def _softmax_cases(g):
     edge = [_t([[1., 2., 3.]]), _t([0., 0.], [1., -1.]), _t([1., 2., 3.], [1., 1., 1.], [0., -1., 5.]), _t([[1000., 1001., 1002.]]),
             _t([-1000., 0.], [50., 50.]), _t([[5.]])]
-    return [(x,) for x in edge + [_rand(g, 4, 5), _rand(g, 3, 10)]]
+    return [(x,) for x in edge + [random_tensor(g, 4, 5), random_tensor(g, 3, 10)]]
 
-_register(Exercise('softmax', 6, 'the softmax of each row of logits: probabilities that sum to 1', ('logits',), softmax, _softmax_cases, (
+register(Exercise('softmax', 6, 'the softmax of each row of logits: probabilities that sum to 1', ('logits',), softmax, _softmax_cases, (
     (lambda x: x.exp() / x.exp().sum(1, keepdim=True),
      'exp of a large logit overflows to inf, and inf/inf is nan: subtract each row\'s largest logit first, '
      'x - x.max(dim=1, keepdim=True).values — the softmax does not change, and the largest exp becomes exp(0) = 1'),
@@ -295,10 +296,10 @@ def _log_probs(x): return x - x.logsumexp(1, keepdim=True)
 def _ce_cases(g):
     edge = [(_t([[2., 1., 0.]]), [0]), (_t([0., 0.], [1., -1.]), [1, 0]), (_t([1., 2., 3.], [3., 2., 1.], [0., 0., 0.]), [2, 0, 1]),
             (_t([[1000., 0., -1000.]]), [1]), (_t([5., 5.], [-3., 4.]), [1, 1])]
-    rand = [(_rand(g, n, c), torch.randint(0, c, (n,), generator=g).tolist()) for n, c in ((5, 4), (3, 10))]
+    rand = [(random_tensor(g, n, c), torch.randint(0, c, (n,), generator=g).tolist()) for n, c in ((5, 4), (3, 10))]
     return [(x, torch.tensor(labels)) for x, labels in edge + rand]
 
-_register(Exercise('cross_entropy', 6, 'the mean of -log(softmax probability of the correct class)', ('logits', 'labels'),
+register(Exercise('cross_entropy', 6, 'the mean of -log(softmax probability of the correct class)', ('logits', 'labels'),
                    cross_entropy, _ce_cases, (
     (lambda x, l: -_pick(x.exp() / x.exp().sum(1, keepdim=True), l).log().mean(),
      'exp of a large logit overflows to inf: compute the log-probabilities directly, x - max - log(sum(exp(x - max))) for each row'),
@@ -310,8 +311,6 @@ _register(Exercise('cross_entropy', 6, 'the mean of -log(softmax probability of 
     (lambda x, l: -_log_probs(x).mean(), 'that averages the log-probabilities of every class: take only the correct class of each row'))))
 
 # %% ../nbs/b_exercises.ipynb #nw-ch7-exercises
-from .distributed import shard  # chapter 7's, the reference
-
 def _shard_cases(g):
     edge = [(torch.arange(8), 0, 2), (torch.arange(8), 1, 2), (torch.arange(7), 0, 3), (torch.arange(7), 2, 3),
             (torch.arange(10, 20), 3, 4), (torch.arange(5), 0, 1), (torch.arange(3), 2, 3)]
@@ -322,7 +321,7 @@ def _fixed_size(batch, rank, world_size):
     m = len(batch) // world_size
     return batch[rank * m:(rank + 1) * m]
 
-_register(Exercise('shard', 7, "worker rank's consecutive piece of batch, the pieces' sizes differing by at most 1",
+register(Exercise('shard', 7, "worker rank's consecutive piece of batch, the pieces' sizes differing by at most 1",
                    ('batch', 'rank', 'world_size'), shard, _shard_cases, (
     (lambda b, r, w: b[r::w], 'that deals the rows out in turn (rank, rank + world_size, ...), as DistributedSampler '
      'does: a shard here is one consecutive piece of the batch'),
@@ -336,9 +335,9 @@ def _batch_gradient(grads, sizes): return sum(g * n for g, n in zip(grads, sizes
 def _batch_gradient_cases(g):
     edge = [([_t([1., 2.]), _t([3., 4.])], [2, 2]), ([_t([1.]), _t([4.])], [3, 1]),
             ([_t([2., 0.], [0., 2.]), _t([0., 1.], [1., 0.]), _t([1., 1.], [1., 1.])], [1, 2, 1]), ([_t([5., -1.])], [7])]
-    return edge + [([_rand(g, 3) for _ in sizes], sizes) for sizes in ([32, 31], [16, 16, 15], [5, 3, 2, 1])]
+    return edge + [([random_tensor(g, 3) for _ in sizes], sizes) for sizes in ([32, 31], [16, 16, 15], [5, 3, 2, 1])]
 
-_register(Exercise('batch_gradient', 7, "the gradient of the whole batch's mean loss, from its shards' gradients and sizes",
+register(Exercise('batch_gradient', 7, "the gradient of the whole batch's mean loss, from its shards' gradients and sizes",
                    ('grads', 'sizes'), _batch_gradient, _batch_gradient_cases, (
     (lambda gs, ns: sum(gs) / len(gs), "that is the plain mean of the shards' gradients, right only when the shards are equal: "
      "weight each by its share of the batch, sizes[k] / sum(sizes)"),

@@ -11,7 +11,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from .relu import f
+from .core import check_tensor
+from .relu import source_curve
 
 # %% ../nbs/03_loss.ipynb #30e44d74
 def quad(a, b, c, x): return a*x**2 + b*x + c
@@ -47,38 +48,37 @@ def noisy_quadratic(seed:int=42, # seed of the random generator; 42 is the sourc
                     dtype:torch.dtype=None, # `None`: the source's dtypes (`x` float32, `y` float64); else both cast to it
                     device=None, # where `x` and `y` go, e.g. `'cuda'`; `None`: torch's default device
                    ) -> tuple: # `(x, y)`, both shaped `(n, 1)`
-    "The source's data: `f` at `n` points on [-2, 2] with noise. Leaves numpy's global random state alone."
+    "The source's data: `source_curve`, the source's `f`, at `n` points on [-2, 2] with noise. Leaves numpy's global random state alone."
     rng = np.random.RandomState(seed)
     x = torch.linspace(-2, 2, steps=n, device='cpu')[:,None]  # on the CPU, with numpy's noise: the same data on any device
-    y = add_noise(f(x), mult, add, rng)  # float64: numpy's noise is, and torch promotes the float32 x*(1+noise)
+    y = add_noise(source_curve(x), mult, add, rng)  # float64: numpy's noise is, and torch promotes the float32 x*(1+noise)
     if dtype is not None: x, y = x.to(dtype), y.to(dtype)
     device = torch.get_default_device() if device is None else device
     return x.to(device), y.to(device)
 
 # %% ../nbs/03_loss.ipynb #db11668c
-def _check_pair(pred, actual):
-    for name, t in (('pred', pred), ('actual', actual)):
-        if not isinstance(t, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if pred.shape != actual.shape:
-        raise ValueError(f"pred has shape {tuple(pred.shape)} but actual has shape {tuple(actual.shape)}: "
+def _check_pair(pred, target):
+    check_tensor('pred', pred); check_tensor('target', target)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has shape {tuple(pred.shape)} but target has shape {tuple(target.shape)}: "
                          "they must match (broadcasting them would compare every prediction with every target)")
-    if pred.numel() == 0: raise ValueError("pred and actual are empty: the mean of no errors is undefined")
+    if pred.numel() == 0: raise ValueError("pred and target are empty: the mean of no errors is undefined")
 
 # %% ../nbs/03_loss.ipynb #35cc6c5a
 def mae(pred:torch.Tensor, # predictions
-        actual:torch.Tensor, # targets, the same shape as `pred`
+        target:torch.Tensor, # targets, the same shape as `pred`
        ) -> torch.Tensor: # a scalar tensor
     "Mean absolute error."
-    _check_pair(pred, actual)
-    return torch.abs(pred-actual).mean()
+    _check_pair(pred, target)
+    return torch.abs(pred-target).mean()
 
 # %% ../nbs/03_loss.ipynb #b87f70a5
 def mse(pred:torch.Tensor, # predictions
-        actual:torch.Tensor, # targets, the same shape as `pred`
+        target:torch.Tensor, # targets, the same shape as `pred`
        ) -> torch.Tensor: # a scalar tensor
     "Mean squared error."
-    _check_pair(pred, actual)
-    return ((pred-actual)**2).mean()
+    _check_pair(pred, target)
+    return ((pred-target)**2).mean()
 
 # %% ../nbs/03_loss.ipynb #5acb523c
 LOSSES = {'mae': mae, 'mse': mse}
@@ -86,8 +86,8 @@ LOSSES = {'mae': mae, 'mse': mse}
 # %% ../nbs/03_loss.ipynb #ca1923e7
 def quad_loss(params, # `(a, b, c)`
               x:torch.Tensor, # inputs
-              y:torch.Tensor, # targets
+              target:torch.Tensor, # targets, the same shape as the predictions
               loss_func=mae, # a loss function `(pred, target) -> scalar tensor`, e.g. `mae` or `mse`
              ) -> torch.Tensor: # a scalar tensor
-    "The loss of the quadratic with parameters `params` on the data `x`, `y`."
-    return loss_func(mk_quad(*params)(x), y)
+    "The loss of the quadratic with parameters `params` on the data: inputs `x`, targets `target`."
+    return loss_func(mk_quad(*params)(x), target)

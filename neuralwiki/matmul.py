@@ -9,13 +9,14 @@ __all__ = ['MATMULS', 'check_matmul', 'triple_loop', 'matmul_loops', 'matmul_row
 # %% ../nbs/01_matmul.ipynb #7abb77d9
 import torch
 
+from .core import check_tensor
+
 # %% ../nbs/01_matmul.ipynb #204259c4
 def check_matmul(a:torch.Tensor, # left matrix, shape `(m, k)`
                  b:torch.Tensor, # right matrix, shape `(k, n)`
                 ) -> tuple: # the sizes `(m, k, n)`
     "Refuse anything that cannot be matrix-multiplied, with a message naming the shapes or dtypes."
-    for name, t in (('a', a), ('b', b)):
-        if not isinstance(t, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensor('a', a); check_tensor('b', b)
     shapes = lambda: f"a has shape {tuple(a.shape)} and b has shape {tuple(b.shape)}"  # written only for an error
     if a.ndim != 2 or b.ndim != 2: raise ValueError(f"matmul needs two matrices (2-D tensors), but {shapes()}")
     if a.shape[1] != b.shape[0]:

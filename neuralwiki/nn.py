@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn
 
+from .core import check_tensor
 from .relu import relu
 from .loss import mse
 
@@ -19,7 +20,7 @@ from .loss import mse
 def _check_batch(x, who, width=None):
     "Refuse anything but a non-empty floating-point matrix, with `width` columns when `width` is given."
     columns = 'classes' if width is None else width
-    if not isinstance(x, torch.Tensor): raise TypeError(f"{who} expects a torch.Tensor, got {type(x).__name__}")
+    check_tensor(f"{who}'s input", x)
     if not x.is_floating_point(): raise TypeError(f"{who} expects floating-point inputs, got dtype {x.dtype}")
     if x.ndim != 2: raise ValueError(f"{who} expects a batch of shape (batch, {columns}), got shape {tuple(x.shape)}")
     if len(x) == 0: raise ValueError(f"{who} got an empty batch, shape {tuple(x.shape)}: there is nothing to compute")
@@ -215,7 +216,7 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 def _check_labels(logits, labels):
     "Refuse logits that are not a batch of scores, and labels that are not one class index in `[0, classes)` per row."
     _check_batch(logits, 'the loss')
-    if not isinstance(labels, torch.Tensor): raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    check_tensor('labels', labels)
     if labels.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"labels must be integer class indices (e.g. torch.int64), got dtype {labels.dtype}")
     if labels.shape != logits.shape[:1]:

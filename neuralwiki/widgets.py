@@ -12,7 +12,7 @@ import torch
 
 from .core import check_lr, check_count
 from .explorer import Explorer, callback, gap_text, loss_text
-from .relu import f, largest_gap, rectified_linear, double_relu
+from .relu import source_curve, largest_gap, rectified_linear, double_relu
 from .loss import LOSSES, noisy_quadratic, quad, quad_loss
 from .gd import gd_step, LossNotFinite
 
@@ -21,7 +21,7 @@ class ReluExplorer(Explorer):
     "One rectified line, $\\mathrm{relu}(mx+b)$, against chapter 2's curve $f$, with the largest gap between them."
     ranges = dict(m=(1.5, -10, 10), b=(1.5, -10, 10))
     curve = staticmethod(rectified_linear)
-    target = staticmethod(f) # the curve to approximate
+    target = staticmethod(source_curve) # the curve to approximate
     title, curve_label, ylim, interval = '$\\mathrm{relu}(mx+b)$ against $f(x)=3x^2+2x+1$', 'relu(mx+b)', (-2, 19), (-2., 2.)
 
     def _add_widgets(self, W):
@@ -90,14 +90,15 @@ class DataFitter(Explorer):
         if self.loss_toggle is None: return [*self.sliders.values(), self.reset_button]
         return [*self.sliders.values(), self.loss_toggle, self.reset_button, self.loss_label]
 
+    @property
     def loss_func(self):
-        "The loss the toggle shows, from `LOSSES`; `None` without a loss."
+        "The loss function the toggle shows, from `LOSSES`; `None` without a loss."
         return None if self.loss_toggle is None else LOSSES[self.loss_toggle.value.lower()]
 
     def loss(self) -> torch.Tensor:
         "The loss of the current parameters on the data; `None` without a loss."
         if self.loss_toggle is None: return None
-        with torch.no_grad(): return self.loss_func()(self.curve(*self.current(), self.x), self.y)
+        with torch.no_grad(): return self.loss_func(self.curve(*self.current(), self.x), self.y)
 
     def draw(self):
         "Redraw the curve, and the loss readout if there is one, for the current parameters."
@@ -170,7 +171,7 @@ class GDStepper(QuadFitter):
 
     def loss_at(self, params):
         "The loss that gradient descent minimizes, as a function of the parameters alone."
-        return quad_loss(params, self.x, self.y, loss_func=self.loss_func())
+        return quad_loss(params, self.x, self.y, loss_func=self.loss_func)
 
     @callback
     def _changed(self, change=None):
@@ -210,7 +211,7 @@ class GDStepper(QuadFitter):
         try:
             for _ in range(n):
                 self.history.append(gd_step(self.params, self.loss_at, self.lr.value, accumulate=self.accumulate_toggle.value))
-        except LossNotFinite as e: self.note_label.value = f'<b>The loss blew up</b> ({html.escape(str(e))}): try a smaller lr.'
+        except LossNotFinite as e: self.note_label.value = f'<b>The loss blew up</b> ({html.escape(str(e))}).'
         self.update()
 
     @callback

@@ -44,7 +44,7 @@ def wait_listening(proc, port, timeout, name, log_path, poll=0.3):
             socket.create_connection(('127.0.0.1', port), timeout=1).close()
             return
         except OSError:
-            if time.monotonic() > deadline: raise TimeoutError(f'{name} did not listen within {timeout}s')
+            if time.monotonic() > deadline: raise TimeoutError(f'{name} did not listen within {timeout}s') from None
             time.sleep(poll)
 
 

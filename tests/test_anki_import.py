@@ -9,7 +9,7 @@ card behind in an old sub-deck while a new one stays empty.
 
 Skipped when the `anki` package is not installed (`pip install anki`: it is in the dev extra, so CI runs it).
 """
-import json, re, time
+import re, time
 from pathlib import Path
 
 import pytest
@@ -18,16 +18,16 @@ pytest.importorskip('anki.collection', reason="needs the official Anki library: 
 pytest.importorskip('genanki', reason='building a deck needs genanki: pip install genanki')
 from anki.collection import Collection, ImportAnkiPackageRequest
 
+from _notebooks import write_notebook
 from neuralwiki.cards import cloze_deletions
-from neuralwiki.anki import ROOT, build_deck, card_guid, load_cards, update_shipped_cards
+from neuralwiki.anki import TOP_DECK, build_deck, card_guid, load_cards, update_shipped_cards
 
 GOOD = 3  # Anki's answer button "Good"
 
 
 def write_nb(path, *cells):
     "A notebook of markdown cells."
-    cells = [{'cell_type': 'markdown', 'id': f'c{i}', 'metadata': {}, 'source': c} for i, c in enumerate(cells)]
-    Path(path).write_text(json.dumps({'cells': cells, 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    write_notebook(Path(path), [{'cell_type': 'markdown', 'id': f'c{i}', 'metadata': {}, 'source': c} for i, c in enumerate(cells)])
 
 
 def visible(html): return re.sub(r'<[^>]*>', '', html)  # the text a learner sees, without tags and their attributes
@@ -91,7 +91,7 @@ class Learner:
     def sub_decks(self):
         "`{name: number of cards}` of the book's sub-decks."
         return {d.name: len(self.col.find_cards(f'did:{d.id}')) for d in self.col.decks.all_names_and_ids()
-                if d.name.startswith(ROOT + '::')}
+                if d.name.startswith(TOP_DECK + '::')}
 
     def rename_deck(self, old, new): self.col.decks.rename(self.col.decks.id_for_name(old), new)
 
@@ -227,7 +227,7 @@ def test_the_books_deck(tmp_path):
         assert learner.import_deck(apkg) == {'new': {card_guid(c.id) for c in cards}, 'updated': set()}
         expected = {}
         for c in cards:
-            expected[f'{ROOT}::{c.deck}'] = expected.get(f'{ROOT}::{c.deck}', 0) + (len(cloze_deletions(c.front)) if c.kind == 'cloze' else 1)
+            expected[f'{TOP_DECK}::{c.deck}'] = expected.get(f'{TOP_DECK}::{c.deck}', 0) + (len(cloze_deletions(c.front)) if c.kind == 'cloze' else 1)
         assert learner.sub_decks() == expected
         for c in cards:
             shown = [visible(k.render_output(reload=True).question_text) for k in learner.note(c.id).cards()]

@@ -22,7 +22,8 @@ import neuralwiki.compiled as compiled_module
 from neuralwiki.compiled import (COMPILED, NC, WIDE, aligned_zeros, compiled, cpu_peak, ikj_loop, matmul_tiled, tiled_loop,
                                  wide_vectors)
 from neuralwiki.matmul import MATMULS, triple_loop
-from test_matmul import FIXED, RANDOM, check_rung, notebook_cells
+from _notebooks import run_cells
+from test_matmul import FIXED, RANDOM, check_rung
 
 ROOT = Path(__file__).resolve().parents[1]
 APPENDIX = ROOT/'nbs'/'e_speed.ipynb'
@@ -184,7 +185,7 @@ def test_cpu_peak_without_a_clock_and_on_this_machine():
 
 # --- the appendix's pictures and timings, from its own cells ----------------------------------------------------------
 def appendix(*ids):
-    return notebook_cells(APPENDIX, 'e1imports', *ids, ns=dict(COMPILED=COMPILED, torch=torch))
+    return run_cells(APPENDIX, 'e1imports', *ids, ns=dict(COMPILED=COMPILED, torch=torch))
 
 
 def test_the_strides_picture():

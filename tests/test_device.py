@@ -18,9 +18,9 @@ import math
 import pytest
 import torch
 
-from neuralwiki.relu import relu, f, largest_gap, rectified_linear, double_relu, sum_of_relus, interpolating_relus
+from neuralwiki.relu import relu, source_curve as f, largest_gap, rectified_linear, double_relu, sum_of_relus, interpolating_relus
 from neuralwiki.loss import quad, mk_quad, noise, add_noise, noisy_quadratic, mae, mse, quad_loss, LOSSES
-from neuralwiki.gd import gd_update, gd_step, fit, LossNotFinite, SOURCE_TABLE
+from neuralwiki.gd import gd_update, gd_step, fit, loss_table, LossNotFinite, SOURCE_TABLE
 from neuralwiki.nn import Linear, ReLU, MSE, mlp, to_torch, log_softmax, softmax, cross_entropy, CrossEntropy
 from neuralwiki.training import train_step, batches, train, digits, accuracy
 
@@ -43,13 +43,16 @@ def default_meta():
     with torch.device('meta'): yield
 
 
-def test_the_traps_work():
-    "The two traps themselves: a CPU copy of meta data raises, and a default-device tensor cannot meet CPU data."
-    with pytest.raises(NotImplementedError): torch.ones(2, device='meta').cpu()
-    with pytest.raises(RuntimeError): torch.ones(2, device='meta').sum().item()
-    with pytest.raises(RuntimeError): torch.ones(2, device='meta') + torch.zeros(2)
-    with torch.device('meta'):
-        with pytest.raises(RuntimeError): torch.cat([torch.zeros(1), torch.ones(2, device='cpu')])
+def test_the_traps_catch_what_they_are_for(default_meta):
+    """Each trap fails a function with the bug it is for, where the library's own function passes: a ReLU that reads a
+    number out (`.item()`) fails on meta inputs; one that makes its zeros on the default device fails on CPU inputs
+    while the default device is meta."""
+    def reads_a_number(x): return x * (x.max().item() > 0)
+    def zeros_on_the_default_device(x): return torch.maximum(x, torch.zeros(x.shape))
+    with pytest.raises(RuntimeError): reads_a_number(torch.ones(3, device=META))
+    with pytest.raises(RuntimeError): zeros_on_the_default_device(torch.ones(3, device=CPU))
+    on(relu(torch.ones(3, device=META)), META, shape=(3,))
+    on(relu(torch.ones(3, device=CPU)), CPU, shape=(3,))
 
 
 # --- chapter 1: matmul (the five rungs every reader runs) ----------------------------------------------------------
@@ -151,20 +154,19 @@ def test_noisy_quadratic_is_the_source():
 
 
 # --- chapter 4: gradient descent --------------------------------------------------------------------------------
-def table(history): return ''.join(f'step={i}; loss={l:.2f}\n' for i, l in enumerate(history))
 
 
 def test_the_source_table_on_the_default_path():
     x, y = noisy_quadratic()
     abc = torch.tensor([1.1, 1.1, 1.1]).requires_grad_()
-    assert table(fit(abc, lambda p: quad_loss(p, x, y), lr=0.01, steps=10, accumulate=True, progress=False)) == SOURCE_TABLE
+    assert loss_table(fit(abc, lambda p: quad_loss(p, x, y), lr=0.01, steps=10, accumulate=True, progress=False)) == SOURCE_TABLE
 
 
 def test_gd_makes_nothing_on_the_default_device(default_meta):
     x, y = noisy_quadratic(device='cpu')
     abc = torch.tensor([1.1, 1.1, 1.1], device='cpu').requires_grad_()
     history = fit(abc, lambda p: quad_loss(p, x, y), lr=0.01, steps=10, accumulate=True, progress=False)
-    assert table(history) == SOURCE_TABLE                       # the source's table, made under the trap
+    assert loss_table(history) == SOURCE_TABLE                       # the source's table, made under the trap
     on(abc, CPU, torch.float32, (3,)); on(abc.grad, CPU, torch.float32, (3,))
     assert isinstance(gd_step(abc, lambda p: quad_loss(p, x, y), lr=0.01), float)
     p = torch.ones(2, device='cpu', requires_grad=True)
@@ -303,7 +305,7 @@ def test_cuda_fit_is_the_source():
     assert torch.equal(y.cpu(), noisy_quadratic()[1])
     abc = torch.tensor([1.1, 1.1, 1.1], device='cuda').requires_grad_()
     history = fit(abc, lambda p: quad_loss(p, x, y), lr=0.01, steps=10, accumulate=True, progress=False)
-    assert table(history) == SOURCE_TABLE
+    assert loss_table(history) == SOURCE_TABLE
 
 
 @cuda

@@ -4,7 +4,7 @@ The chapter keeps one check per example; the batteries live here. Every number i
 (the slope 8, the gradient at the guess, 0.021 per step, the swing between 1.07 and 2.46, 2.62/1.34/0.56 and 0.99,
 1.48, the 2000-point fit), and so is every behaviour of the second edition's hidden cells.
 """
-import contextlib, io, math, warnings
+import contextlib, io, warnings
 from functools import partial
 
 import matplotlib
@@ -16,19 +16,18 @@ from fastcore.test import test_close as close, test_eq as eq, test_fail as fails
 
 import neuralwiki.gd as gd
 from neuralwiki.core import plot_function
-from neuralwiki.gd import SOURCE_TABLE, LossNotFinite, fit, gd_step, gd_update
+from neuralwiki.gd import SOURCE_TABLE, LossNotFinite, fit, gd_step, gd_update, loss_table
 from neuralwiki.loss import mae, mk_quad, mse, noisy_quadratic, quad_loss
-from neuralwiki.relu import f, relu
+from neuralwiki.relu import source_curve as f, relu
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='no GPU here')
 X, Y = noisy_quadratic()
-QM = partial(quad_loss, x=X, y=Y)
-QM_MSE = partial(quad_loss, x=X, y=Y, loss_func=mse)
+QM = partial(quad_loss, x=X, target=Y)
+QM_MSE = partial(quad_loss, x=X, target=Y, loss_func=mse)
 GUESS = (1.1, 1.1, 1.1)
 
 
 def guess(): return torch.tensor(GUESS).requires_grad_()
-def table(history): return ''.join(f'step={i}; loss={l:.2f}\n' for i, l in enumerate(history))
 def slope(fn, x, h=1e-4): return (fn(x+h) - fn(x)) / h
 def valley(a): return quad_loss((a, 1.1, 1.1), X, Y)
 def loss_a_c(p): return quad_loss((p[0], 1.1, p[1]), X, Y)
@@ -70,7 +69,7 @@ def first_steps(zero, steps=10, lr=0.01):
     "The chapter's `first_steps`: the a-entry of the gradient each step used, and the losses."
     p = guess()
     used, losses = [], []
-    for i in range(steps):
+    for _ in range(steps):
         if zero and p.grad is not None: p.grad.zero_()
         loss = QM(p)
         loss.backward()
@@ -193,7 +192,7 @@ def test_why_the_table_accelerates():
     used_src, loss_src = first_steps(zero=False)
     used_fix, loss_fix = first_steps(zero=True)
     g = torch.tensor(-1.3529)
-    eq(table(loss_src.tolist()), SOURCE_TABLE)
+    eq(loss_table(loss_src.tolist()), SOURCE_TABLE)
     eq(used_fix, torch.full((10,), used_fix[0].item()))               # the corrected loop: the same gradient ten times
     close(used_fix[0], g, eps=1e-4)
     close(used_src[:7], (torch.arange(7) + 1) * used_fix[0])           # the source's sum: (i+1) g until a point crosses
@@ -304,7 +303,7 @@ def test_gd_update_on_cuda_syncs_once_and_keeps_no_copy():
 
 # --- fit and gd_step ----------------------------------------------------------------------------------------------
 def test_fit_reproduces_the_source():
-    eq(table(fit(guess(), QM, lr=0.01, steps=10, accumulate=True, progress=False)), SOURCE_TABLE)
+    eq(loss_table(fit(guess(), QM, lr=0.01, steps=10, accumulate=True, progress=False)), SOURCE_TABLE)
 
 
 def test_fit_corrected_first_ten():
@@ -343,7 +342,7 @@ def test_running_to_convergence():
 def test_more_data_finds_the_truth():
     xb, yb = noisy_quadratic(n=2000)
     big = guess()
-    fit(big, partial(quad_loss, x=xb, y=yb), lr=0.05, steps=1000, progress=False)
+    fit(big, partial(quad_loss, x=xb, target=yb), lr=0.05, steps=1000, progress=False)
     close(big.detach(), torch.tensor([3., 2., 1.]), eps=0.1)
     close(big.detach(), torch.tensor([2.9967, 2.0396, 1.0372]), eps=1e-3)
 
@@ -352,7 +351,7 @@ def test_more_data_finds_the_truth():
 def test_fit_stops_at_the_step_that_diverges():
     big_lr = guess()
     with pytest.raises(LossNotFinite) as e: fit(big_lr, QM_MSE, lr=1e6, steps=50, progress=False)
-    eq(str(e.value), 'step 5: the step would make a parameter infinite or nan; try a smaller learning rate (lr=1000000.0)')
+    eq(str(e.value), 'step 5: the step with lr=1000000.0 would make a parameter infinite or nan: gradient descent stopped; try a smaller learning rate, and look for nan or inf in the data')
     assert torch.isfinite(big_lr).all()
     fails(lambda: fit(guess(), QM_MSE, lr=1e6, steps=50, progress=False), contains='step ')
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from _notebooks import source
+from _notebooks import source, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
@@ -149,10 +149,8 @@ def test_the_matching(tmp_path, monkeypatch):
         {'cell_type': 'code', 'id': 'c', 'metadata': {}, 'outputs': [], 'source': '#| hide\nloss.backward()'},
         {'cell_type': 'code', 'id': 'd', 'metadata': {}, 'outputs': [], 'source': 'y = relu(x)\n# chapter 3: the loss'},
         {'cell_type': 'markdown', 'id': 'e', 'metadata': {}, 'source': 'The gradient, as chapter 3 says.'},
-    ], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
-    p = tmp_path/'nbs'/'01_x.ipynb'
-    p.parent.mkdir()
-    p.write_text(json.dumps(nb))
+    ]}
+    p = write_notebook(tmp_path/'nbs'/'01_x.ipynb', nb['cells'])
     monkeypatch.setitem(globals(), 'ROOT', tmp_path)
     found = early_terms(p)
     assert len(found) == 3, found

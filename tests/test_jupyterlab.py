@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from _notebooks import source as _src
+from _notebooks import source as _src, write_notebook
 from _servers import CHROMIUM, FLAGS, free_port, playwright, stop, wait_listening
 from neuralwiki.cards import ANKI_CLOZE as CLOZE
 
@@ -80,7 +80,7 @@ def solution_problems(path):
                         and (isinstance(node, ast.Assert) or re.search(r'\.passed,\s*True', text)):
                     probs.append(f'{at}: asserts that a function passes `check` ({text[:120]}): '
                                  f'a working solution is in the chapter (move it to appendix B)')
-    for at, name in checked:
+    for _, name in checked:
         if not name.startswith('my_'): continue
         for where, fn in defs.get(name, []):
             if not _is_stub(fn):
@@ -103,11 +103,8 @@ def test_solution_check_can_fail(tmp_path, monkeypatch):
                     code('def my_mae(p, t): return (p - t).abs().mean()\ncheck(my_mae)'),
                     code('#| hide\ndef solution_dot(a, b): return (a*b).sum()\ntest_eq(check(solution_dot, "dot").passed, True)'),
                     code('assert check(lambda x: x, "relu").passed'),
-                    code('test_eq(check(lambda x: x, "relu").passed, False)\n%timeit 1')],
-          'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
-    p = tmp_path/'nbs'/'02_x.ipynb'
-    p.parent.mkdir()
-    p.write_text(json.dumps(nb))
+                    code('test_eq(check(lambda x: x, "relu").passed, False)\n%timeit 1')]}
+    p = write_notebook(tmp_path/'nbs'/'02_x.ipynb', nb['cells'])
     monkeypatch.setitem(globals(), 'ROOT', tmp_path)
     probs = solution_problems(p)
     assert len(probs) == 4, probs

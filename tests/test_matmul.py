@@ -5,7 +5,7 @@ float64 and on integers; `check_matmul`'s refusals, the same through every rung;
 FLOP count; the chapter's compiled rung (with numba); its pictures and its table, drawn by the chapter's own cells
 (run here from the notebook); the answers its flashcards claim; and the message `check` gives on its exercise stubs.
 """
-import json, re
+import re
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +15,7 @@ import pytest
 import torch
 from matplotlib.colors import to_rgb
 
+from _notebooks import run_cells
 from neuralwiki.core import best_time
 from neuralwiki.matmul import MATMULS, check_matmul, matmul_flops, matmul_loops, matmul_torch, triple_loop
 
@@ -24,14 +25,6 @@ A2, B2 = torch.tensor([[1., 2.], [3., 4.]]), torch.tensor([[5., 6.], [7., 8.]])
 AB2 = torch.tensor([[1*5 + 2*7, 1*6 + 2*8], [3*5 + 4*7, 3*6 + 4*8]])  # by hand
 FIXED = [(1, 1, 1), (1, 3, 1), (3, 1, 4), (4, 1, 1), (2, 3, 5), (7, 2, 3), (0, 3, 2), (2, 0, 3), (3, 2, 0)]
 RANDOM = [tuple(torch.randint(1, 13, (3,), generator=torch.Generator().manual_seed(i)).tolist()) for i in range(8)]
-
-
-def notebook_cells(path, *ids, ns=None):
-    "The namespace `ns` (a new one by default) after running the code cells `ids` of the notebook at `path`, in order."
-    sources = {c.get('id'): ''.join(c['source']) for c in json.loads(path.read_text(encoding='utf-8'))['cells']}
-    ns = {} if ns is None else ns
-    for i in ids: exec(compile(sources[i], f'{path.name} cell {i}', 'exec'), ns)
-    return ns
 
 
 def tolerance(dtype, k): return (1e-4 if dtype == torch.float32 else 1e-12) * max(1, k) ** 0.5
@@ -56,7 +49,7 @@ def digits():
 
 def chapter(*ids, **names):
     "The chapter's imports and `neuron`, then its cells `ids`, with `names` defined first."
-    return notebook_cells(CHAPTER, 'a1c0de01', 'd080e844', *ids, ns=dict(names))
+    return run_cells(CHAPTER, 'a1c0de01', 'd080e844', *ids, ns=dict(names))
 
 
 # --- check_matmul: one gatekeeper, the same words through every rung -----------------------------------------------
@@ -159,7 +152,7 @@ def test_the_chapter_examples(digits):
 
 def test_the_chapters_compiled_rung(digits):
     pytest.importorskip('numba')
-    ns = notebook_cells(CHAPTER, 'c1njit02', ns=dict(check_matmul=check_matmul, triple_loop=triple_loop, torch=torch))
+    ns = run_cells(CHAPTER, 'c1njit02', ns=dict(check_matmul=check_matmul, triple_loop=triple_loop, torch=torch))
     _, x, w = digits
     for a, b in ((x, w), (x.double(), w.double()), (torch.tensor([[1, 2], [3, 4]]), torch.tensor([[5, 6], [7, 8]]))):
         check_rung(ns['matmul_compiled'], a, b)

@@ -16,12 +16,12 @@ the notebook's JSON holds it) and what is wrong:
   `nw-badge`, its URL built from settings.ini's user/repo/branch and the file name) and the install cell (`nw-install`).
 Whether outputs are *stale* needs a kernel: `.ci/outputs.py --check`.
 """
-import base64, configparser, json, re, struct
+import base64, configparser, re, struct
 from pathlib import Path
 
 import pytest
 
-from _notebooks import load, text
+from _notebooks import load, names_from_hidden_cells, text, write_notebook
 from neuralwiki.cards import ANKI_CLOZE as CLOZE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,10 +199,8 @@ def test_the_checks_catch_what_they_should(tmp_path, monkeypatch):
         code('# digits: float32 keeps about 7\n0.1 + 0.2', {'output_type': 'execute_result', 'metadata': {},
              'execution_count': None, 'data': {'text/plain': '0.30000000000000004'}}),
         code('plot()', {'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': png, 'text/plain': 'Figure'}}),
-    ], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
-    p = tmp_path/'nbs'/'99_bad.ipynb'
-    p.parent.mkdir()
-    p.write_text(json.dumps(nb))
+    ]}
+    p = write_notebook(tmp_path/'nbs'/'99_bad.ipynb', nb['cells'])
     monkeypatch.setitem(globals(), 'ROOT', tmp_path)
     probs = '\n'.join(output_problems(p))
     for want in ['cell 0 (id m): raw cloze', 'cell 1 (id x): a markdown heading', 'cell 2 (id x) output 0: a progress bar',
@@ -212,3 +210,25 @@ def test_the_checks_catch_what_they_should(tmp_path, monkeypatch):
         assert want in probs, (want, probs)
     assert 'cell 7' not in probs  # its digits are the lesson
     assert front_problems(p) == ['nbs/99_bad.ipynb: no markdown title cell (`# Title`)']
+
+
+def picture_plumbing(name): return name.startswith(('draw_', 'plot_'))
+
+@pytest.mark.parametrize('path', CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_visible_code_defines_what_it_uses(path):
+    """On the docs site hidden cells are not shown: code a reader sees must not use a name that only a hidden cell
+    defines (a picture's plumbing, `draw_*` and `plot_*`, may stay hidden: the reader needs the picture)."""
+    found = names_from_hidden_cells(path.name, allowed=picture_plumbing)
+    if found: pytest.fail(f'visible code uses names only hidden cells define: {found}', pytrace=False)
+
+
+def test_hidden_names_are_caught(tmp_path, monkeypatch):
+    import _notebooks
+    def code(cid, src): return {'cell_type': 'code', 'id': cid, 'metadata': {}, 'source': src, 'outputs': []}
+    nb = {'cells': [code('a', '#| hide\nfrom fastcore.test import test_eq\ng = 2\ndef draw_it(): pass'),
+                    code('b', 'test_eq(g * 2, 4)\ndraw_it()\nh = later()'),
+                    code('c', 'def later(): return g')]}
+    write_notebook(tmp_path/'01_x.ipynb', nb['cells'])
+    monkeypatch.setattr(_notebooks, 'NBS', tmp_path)
+    assert sorted(names_from_hidden_cells('01_x.ipynb')) == ['cell b: draw_it', 'cell b: g', 'cell c: g']
+    assert sorted(names_from_hidden_cells('01_x.ipynb', allowed=picture_plumbing)) == ['cell b: g', 'cell c: g']

@@ -3,9 +3,7 @@
 The library's functions are tested directly. The chapter's own pictures and exercise stubs are tested on the chapter
 itself: `run_chapter` runs its code cells top to bottom, as a reader does, and keeps the namespace after each cell.
 """
-import json, linecache, math
-from functools import lru_cache
-from pathlib import Path
+import math
 
 import matplotlib
 matplotlib.use('Agg')
@@ -13,60 +11,13 @@ import pytest
 import torch
 from fastcore.test import test_close as close, test_eq as eq, test_fail as fails, test_ne as ne  # not test_*: pytest would collect them
 
-from neuralwiki.relu import double_relu, f, interpolating_relus, largest_gap, rectified_linear, relu, sum_of_relus
+from neuralwiki.relu import double_relu, source_curve as f, interpolating_relus, largest_gap, rectified_linear, relu, sum_of_relus
 
-NBS = Path(__file__).resolve().parents[1]/'nbs'
-
-
-@lru_cache(maxsize=None)
-def run_chapter(name:str) -> dict:
-    """Run the code cells of `nbs/<name>` in one namespace, top to bottom (IPython syntax translated, never run: the
-    install cell's `%pip` only runs when neuralwiki is missing). Return {cell id: the namespace after that cell}."""
-    from IPython.core.inputtransformer2 import TransformerManager
-    import matplotlib.pyplot as plt
-    cells = json.loads((NBS/name).read_text(encoding='utf-8'))['cells']
-    ns, after = {'__name__': '__chapter__'}, {}
-    for c in cells:
-        if c['cell_type'] != 'code': continue
-        src = c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
-        code, where = TransformerManager().transform_cell(src), f"<{name} cell {c['id']}>"
-        linecache.cache[where] = (len(code), None, code.splitlines(True), where)  # as IPython does: show_doc reads it
-        exec(compile(code, where, 'exec'), ns)
-        after[c['id']] = dict(ns)
-    plt.close('all')
-    return after
+from _notebooks import run_chapter
 
 
 @pytest.fixture(scope='module')
 def chapter(): return run_chapter('02_relu.ipynb')
-
-
-def names_from_hidden_cells(name:str) -> list:
-    """Names that code a reader sees (cells without `#| hide`) uses, but that only a hidden cell defines. Imports
-    count as defined wherever they are (the chapters import `test_eq` in a hidden cell)."""
-    import ast, builtins
-    from IPython.core.inputtransformer2 import TransformerManager
-    cells = json.loads((NBS/name).read_text(encoding='utf-8'))['cells']
-    visible, found = set(dir(builtins)), []
-    for c in cells:
-        if c['cell_type'] != 'code': continue
-        src = c['source'] if isinstance(c['source'], str) else ''.join(c['source'])
-        tree = ast.parse(TransformerManager().transform_cell(src))
-        nodes = list(ast.walk(tree))
-        imported = {(a.asname or a.name).split('.')[0] for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
-        defined = imported | {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} \
-                  | {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.ExceptHandler)) and n.name} | {n.arg for n in nodes if isinstance(n, ast.arg)}
-        if src.lstrip().startswith('#| hide'):
-            visible |= imported
-            continue
-        visible |= defined
-        found += [f"cell {c['id']}: {n.id}" for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in visible]
-    return found
-
-
-def test_visible_code_uses_no_hidden_names():
-    "What a reader sees runs as shown: no name in it comes from a hidden cell (as `g` once did in this chapter)."
-    assert names_from_hidden_cells('02_relu.ipynb') == []
 
 
 def grid(n=100): return torch.linspace(-2, 2, n)

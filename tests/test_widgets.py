@@ -42,7 +42,7 @@ def shows_png(w):
 
 def test_by_eye_shows_the_data_and_the_curve_and_no_number():
     w = QuadFitter(loss=None)
-    eq((w.loss_toggle, w.loss_label, w.loss_func(), w.loss()), (None, None, None, None))
+    eq((w.loss_toggle, w.loss_label, w.loss_func, w.loss()), (None, None, None, None))
     html = [c for c in descendants(w.widget) if type(c).__name__ == 'HTML']
     assert all('loss' not in ' '.join(c._dom_classes) for c in html)
     assert not any(type(c).__name__ == 'ToggleButtons' for c in descendants(w.widget))
