@@ -137,7 +137,7 @@ def _parser():
 def main(argv=None):
     "`torchrun --standalone --nproc_per_node=N -m neuralwiki.distributed`: chapter 6's digits network, data parallel."
     a = _parser().parse_args(argv)
-    torch.set_num_threads(1)  # one core per worker
+    torch.set_num_threads(1)  # one thread per worker: appendix E says why
     timeout = datetime.timedelta(seconds=a.timeout)
     if 'RANK' in os.environ: dist.init_process_group('gloo', timeout=timeout)  # torchrun said where to meet
     else: dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)  # a group of one

@@ -16,17 +16,6 @@ from .core import check_tensor
 from .relu import relu
 from .loss import mse
 
-# %% ../nbs/06_neural_net.ipynb #1e5a395d
-def _check_batch(x, who, width=None):
-    "Refuse anything but a non-empty floating-point matrix, with `width` columns when `width` is given."
-    columns = 'classes' if width is None else width
-    check_tensor(f"{who}'s input", x)
-    if not x.is_floating_point(): raise TypeError(f"{who} expects floating-point inputs, got dtype {x.dtype}")
-    if x.ndim != 2: raise ValueError(f"{who} expects a batch of shape (batch, {columns}), got shape {tuple(x.shape)}")
-    if len(x) == 0: raise ValueError(f"{who} got an empty batch, shape {tuple(x.shape)}: there is nothing to compute")
-    if width is not None and x.shape[1] != width:
-        raise ValueError(f"{who} expects inputs of width {width}, shape (batch, {width}); got shape {tuple(x.shape)}")
-
 # %% ../nbs/06_neural_net.ipynb #4018fe48
 class Layer:
     "A piece of a network: `forward` computes the output; `backward` turns d(loss)/d(output) into d(loss)/d(input)."
@@ -40,7 +29,7 @@ class Layer:
             self._checked = key
         return self.forward(x)
     def check(self, x):
-        "Refuse an input the layer cannot take; here, nothing (a layer that needs checks, like `Linear`, defines them)."
+        "Refuse an input the layer cannot take; here, nothing (layers that need checks, like `Linear`, define them)."
     def forward(self, x): raise NotImplementedError(f"{type(self).__name__} must define forward")
     def backward(self, grad, input_grad=True): raise NotImplementedError(f"{type(self).__name__} must define backward")
     def parameters(self) -> list: return []   # a layer with parameters, like `Linear`, lists them
@@ -57,6 +46,17 @@ class Layer:
                              f"got shape {tuple(grad.shape)}")
         return self.x
     def __repr__(self): return f"{type(self).__name__}()"
+
+# %% ../nbs/06_neural_net.ipynb #1e5a395d
+def _check_batch(x, who, width=None):
+    "Refuse anything but a non-empty floating-point matrix, with `width` columns when `width` is given."
+    columns = 'classes' if width is None else width
+    check_tensor(f"{who}'s input", x)
+    if not x.is_floating_point(): raise TypeError(f"{who} expects floating-point inputs, got dtype {x.dtype}")
+    if x.ndim != 2: raise ValueError(f"{who} expects a batch of shape (batch, {columns}), got shape {tuple(x.shape)}")
+    if len(x) == 0: raise ValueError(f"{who} got an empty batch, shape {tuple(x.shape)}: there is nothing to compute")
+    if width is not None and x.shape[1] != width:
+        raise ValueError(f"{who} expects inputs of width {width}, shape (batch, {width}); got shape {tuple(x.shape)}")
 
 # %% ../nbs/06_neural_net.ipynb #238f2d7f
 class Linear(Layer):
@@ -80,7 +80,8 @@ class Linear(Layer):
         "Refuse anything but a floating-point batch `(batch, n_in)` of the weights' dtype and device."
         _check_batch(x, 'Linear', self.w.shape[0])
         if x.dtype != self.w.dtype:
-            raise TypeError(f"{self!r} has {self.w.dtype} weights but got {x.dtype} inputs: convert them, x.to({self.w.dtype})")
+            raise TypeError(f"{self!r} has {self.w.dtype} weights but got {x.dtype} inputs: "
+                            f"convert them, x.to({self.w.dtype})")
         if x.device != self.w.device:
             raise ValueError(f"{self!r} has its weights on {self.w.device} but got inputs on {x.device}: "
                              f"move them, x.to('{self.w.device}')")
@@ -106,12 +107,12 @@ class ReLU(Layer):
         self.x = x
         return relu(x)
     def backward(self, grad:torch.Tensor, input_grad:bool=True) -> torch.Tensor:
-        "Let `grad` through where the input was positive (the slope there is 1), 0 elsewhere; `input_grad=False`: `None`."
+        "Let `grad` through where the input was positive (slope 1), 0 elsewhere; `input_grad=False`: `None`."
         return grad * (self._saved_input(grad) > 0) if input_grad else None
 
 # %% ../nbs/06_neural_net.ipynb #99ee0e2a
 class Loss:
-    "A loss: calling it checks `(pred, target)`, then `forward` returns a scalar tensor; `backward()` returns d(loss)/d(pred)."
+    "A loss: calling it checks `(pred, target)`, then `forward` returns a scalar; `backward()` returns d(loss)/d(pred)."
     pred = None
     def __call__(self, pred, target):
         self.check(pred, target)
@@ -223,7 +224,8 @@ def _check_labels(logits, labels):
         raise ValueError(f"labels has shape {tuple(labels.shape)} but logits has shape {tuple(logits.shape)}: "
                          f"expected one label per row, shape ({len(logits)},)")
     if labels.device != logits.device:
-        raise ValueError(f"labels are on {labels.device} but logits are on {logits.device}: move them, labels.to('{logits.device}')")
+        raise ValueError(f"labels are on {labels.device} but logits are on {logits.device}: "
+                         f"move them, labels.to('{logits.device}')")
     classes = logits.shape[1]
     if ((labels < 0) | (labels >= classes)).any():   # the one look at the labels' values
         raise ValueError(f"labels must be in 0..{classes-1} (logits have {classes} columns), "

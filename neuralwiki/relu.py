@@ -11,7 +11,7 @@ import torch
 from .core import check_count, check_tensor
 
 # %% ../nbs/02_relu.ipynb #683e4d39
-def _relu(x): return torch.where(x <= 0, 0, x)  # the one line; the functions of this chapter check their input, then use it
+def _relu(x): return torch.where(x <= 0, 0, x)  # the one line; `relu` and the rest check their input, then call it
 
 def relu(x:torch.Tensor, # any shape, any dtype
         ) -> torch.Tensor: # `x` with every value that is not positive replaced by 0; same shape and dtype
@@ -57,16 +57,6 @@ def double_relu(m1, b1, # slope and intercept of the first ReLU
     check_tensor('x', x)
     return _relu(m1*x + b1) + _relu(m2*x + b2)
 
-# %% ../nbs/02_relu.ipynb #8148de14
-def _vector(v, name, device):
-    "`v` as a 1-D tensor: kept as it is if already a tensor, else stacked (a list holding tensors) or converted, on `device`."
-    if not isinstance(v, torch.Tensor):
-        v = list(v)
-        v = torch.stack([torch.as_tensor(e, device=device) for e in v]) if any(isinstance(e, torch.Tensor) for e in v) \
-            else torch.tensor(v, dtype=torch.get_default_dtype(), device=device)
-    if v.ndim != 1: raise ValueError(f"{name} must be 1-D, one number per ReLU; got shape {tuple(v.shape)}")
-    return v
-
 # %% ../nbs/02_relu.ipynb #7c4a22d2
 def sum_of_relus(ms, # slopes, one per ReLU: a 1-D tensor or a list of numbers
                  bs, # intercepts, as many as `ms`
@@ -82,17 +72,28 @@ def sum_of_relus(ms, # slopes, one per ReLU: a 1-D tensor or a list of numbers
                          "each ReLU needs one slope, one intercept and one weight")
     return (ws * _relu(x[..., None] * ms + bs)).sum(-1)
 
+# %% ../nbs/02_relu.ipynb #8148de14
+def _vector(v, name, device):
+    "`v` as a 1-D tensor: a tensor as it is; a list of numbers, or of tensors, made into one on `device`."
+    if not isinstance(v, torch.Tensor):
+        v = list(v)
+        if any(isinstance(e, torch.Tensor) for e in v): v = torch.stack([torch.as_tensor(e, device=device) for e in v])
+        else: v = torch.tensor(v, dtype=torch.get_default_dtype(), device=device)
+    if v.ndim != 1: raise ValueError(f"{name} must be 1-D, one number per ReLU; got shape {tuple(v.shape)}")
+    return v
+
 # %% ../nbs/02_relu.ipynb #33415870
 def interpolating_relus(f, # a function of a tensor
                         knots:torch.Tensor, # 1-D, strictly increasing, at least 2 points
                        ) -> tuple: # `(ms, bs, ws)` for `sum_of_relus`, N of each for N knots
     "The ReLUs whose weighted sum joins the points `(knots, f(knots))` with straight lines, on `[knots[0], knots[-1]]`."
     check_tensor('knots', knots)
-    if knots.ndim != 1 or len(knots) < 2: raise ValueError(f"knots must be 1-D with at least 2 points; got shape {tuple(knots.shape)}")
+    if knots.ndim != 1 or len(knots) < 2:
+        raise ValueError(f"knots must be 1-D with at least 2 points; got shape {tuple(knots.shape)}")
     if not (knots.diff() > 0).all(): raise ValueError("knots must be strictly increasing")
     ys = f(knots)
     slopes = ys.diff() / knots.diff()
-    ms = torch.cat([knots.new_zeros(1), knots.new_ones(len(knots)-1)])  # new_: on the device, of the dtype, of knots
+    ms = torch.cat([knots.new_zeros(1), knots.new_ones(len(knots)-1)])  # new_zeros, new_ones: knots' dtype and device
     bs = torch.cat([knots.new_ones(1), -knots[:-1]])
     ws = torch.cat([ys[:1], slopes[:1], slopes.diff()])
     return ms, bs, ws

@@ -28,11 +28,13 @@ class ReluExplorer(Explorer):
         self.gap_label = W.HTML()
         self.gap_label.add_class('neuralwiki-gap')
 
-    def _backdrop(self):
-        with torch.no_grad(): self.ax.plot(self.xs, self.target(self.xs), color='tab:blue', label='f(x)')
-        self.gap_line, = self.ax.plot([], [], color='black', linestyle=':', linewidth=1.5, marker='_', markersize=8,
-                                      animated=True, label='largest gap')
-        self.animated.append(self.gap_line)
+    def _backdrop(self): # chapter 2's colours: f dotted green, the fit blue, the gap red
+        self.line.set_color('tab:blue')
+        with torch.no_grad(): self.ax.plot(self.xs, self.target(self.xs), color='tab:green', linestyle=':', label='f(x)')
+        self.gap_line, = self.ax.plot([], [], color='tab:red', linewidth=2, animated=True, label='largest gap')
+        self.readout = self.ax.text(0.03, 0.76, '', transform=self.ax.transAxes, va='top', fontsize=9, animated=True,
+                                    bbox=dict(facecolor='white', alpha=0.8, edgecolor='none')) # below the legend
+        self.animated += [self.gap_line, self.readout] # the gap in the picture too: seen where no kernel runs
 
     def _controls(self, W): return [*self.sliders.values(), self.reset_button, self.gap_label]
 
@@ -47,6 +49,7 @@ class ReluExplorer(Explorer):
         with torch.no_grad(): ends = [self.target(torch.tensor(at)).item(), self.curve(*self.current(), torch.tensor(at)).item()]
         self.gap_line.set_data([at, at], ends)
         self.gap_label.value = gap_text(gap, at)
+        self.readout.set_text(self.gap_label.value)
         super().draw()
 
 class DoubleReluExplorer(ReluExplorer):
@@ -84,7 +87,11 @@ class DataFitter(Explorer):
         self.loss_label.add_class('neuralwiki-loss')
         self.loss_toggle.observe(self._changed, 'value')
 
-    def _backdrop(self): self.ax.scatter(self.x.flatten(), self.y.flatten(), s=14, color='tab:blue', label='data')
+    def _backdrop(self):
+        self.ax.scatter(self.x.flatten(), self.y.flatten(), s=14, color='tab:blue', label='data')
+        if self.loss_toggle is None: return
+        self.readout = self.ax.text(0.03, 0.95, '', transform=self.ax.transAxes, va='top', fontsize=10, animated=True)
+        self.animated.append(self.readout) # the loss in the picture too: seen where no kernel runs
 
     def _controls(self, W):
         if self.loss_toggle is None: return [*self.sliders.values(), self.reset_button]
@@ -102,7 +109,9 @@ class DataFitter(Explorer):
 
     def draw(self):
         "Redraw the curve, and the loss readout if there is one, for the current parameters."
-        if self.loss_label is not None: self.loss_label.value = loss_text(self.loss_toggle.value, self.loss())
+        if self.loss_label is not None:
+            self.loss_label.value = loss_text(self.loss_toggle.value, self.loss())
+            self.readout.set_text(self.loss_label.value)
         super().draw()
 
     def __repr__(self):

@@ -200,6 +200,12 @@ def test_why_the_table_accelerates():
     close(loss_fix.diff(), torch.full((9,), -0.0208), eps=2e-4)
     eq(f'{-loss_fix.diff().mean():.3f}', '0.021')
     assert (loss_src.diff().diff()[:6] < 0).all()                     # the source's falls faster and faster
+    close(loss_src.diff()[:6], (torch.arange(6) + 1) * loss_fix.diff()[0], eps=1e-5)  # drop i is (i+1) times the first
+    printed = [float(line.split('=')[-1]) for line in SOURCE_TABLE.splitlines()]
+    drops = [round(a - b, 2) for a, b in zip(printed, printed[1:])]
+    eq(drops[:3], [0.02, 0.04, 0.06])                                  # the prose reads them in the table
+    assert all(0.13 <= d <= 0.14 for d in drops[-3:])                  # then they stay near 0.13
+    assert (-loss_src.diff()[-3:] < (torch.arange(7, 10) * -loss_fix.diff()[0])).all()  # below the pattern once points cross
 
 
 # --- gd_update ----------------------------------------------------------------------------------------------------

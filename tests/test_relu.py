@@ -189,6 +189,7 @@ def test_two_relus_against_f_pictures(chapter):
     assert floor[1] < floor[0]
     eq([ps[2] for ps in params], [6, 8])  # the right arms' slopes, as the text says
     eq(double_relu(*params[0], torch.tensor(2.)), 12.)
+    eq([ax.get_title().splitlines()[0] for ax in ns['axs']], ['relu(-7x - 6) + relu(6x)', 'relu(-5x - 2) + relu(8x - 1)'])
     assert ns['fig'].get_size_inches()[0] <= 9
 
 
@@ -260,17 +261,21 @@ def test_the_error_bound(chapter):
     assert all(a > b for a, b in zip(gaps, gaps[1:])), gaps
     pics = chapter['d42ab700']
     for ax, n, gap in zip(pics['axs'].flat, ns['ns'], gaps):
-        assert ax.get_title().startswith(f'{n} ReLUs\nlargest gap {gap:.2f}')
+        assert ax.get_title().startswith(f'{n} ReLUs\nlargest gap {gap:.2f}') and '-0.00' not in ax.get_title()
         close(ax.lines[1].get_ydata(), relu_approx(f, n)(grid()).numpy(), eps=1e-4)
     assert pics['fig'].get_size_inches()[0] <= 9
 
 
 def test_the_wave(chapter):
     ns = chapter['31d278d5']
-    wave_gaps = ns['wave_gaps']
+    wave, relu_approx = ns['wave'], ns['relu_approx']
+    wave_gaps = [largest_gap(relu_approx(wave, n), wave)[0] for n in [4, 8, 32]]
     assert wave_gaps[0] > wave_gaps[1] > wave_gaps[2]
     assert wave_gaps[2] <= (4/31)**2 / 8 * 18 + 1e-4  # h²/8 · max|wave''|, and |wave''| = 18|sin 3x| <= 18
-    for ax in ns['axs']: assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and len(ax.get_legend().get_texts()) == 2
+    for ax, n, gap in zip(ns['axs'], [4, 8, 32], wave_gaps):
+        eq(ax.get_title(), f'{n} ReLUs: largest gap {gap:.3f}')
+        close(ax.lines[1].get_ydata(), relu_approx(wave, n)(grid()).numpy(), eps=1e-4)
+        assert ax.get_xlabel() and ax.get_ylabel() and len(ax.get_legend().get_texts()) == 2
     assert ns['fig'].get_size_inches()[0] <= 9
 
 

@@ -68,9 +68,14 @@ def test_by_eye_redraws_when_a_slider_moves():
     eq(repr(QuadFitter()), 'QuadFitter(a=1.1, b=1.1, c=1.1)')
 
 
-def test_by_eye_draws_the_same_picture_as_with_a_loss():
-    "The readout is beside the plot, not in it: with or without a loss, the same curve gives the same picture."
-    eq(QuadFitter(loss=None, a=2.5).image.value, QuadFitter(a=2.5).image.value)
+def test_the_picture_carries_the_loss():
+    """Where no kernel runs only the picture is seen: with a loss it shows the readout (drawn like the curve, on every
+    move); by eye it shows none, so the two pictures of the same curve differ."""
+    by_eye, scored = QuadFitter(loss=None, a=2.5), QuadFitter(a=2.5)
+    assert by_eye.image.value != scored.image.value and not hasattr(by_eye, 'readout')
+    eq(scored.readout.get_text(), scored.loss_label.value)
+    scored.sliders['a'].value = 3.0
+    eq(scored.readout.get_text(), f"MAE = {quad_loss((3.0, 1.1, 1.1), X, Y):.3f}")
 
 
 def test_the_fitter_with_its_loss():
