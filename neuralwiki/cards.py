@@ -120,7 +120,7 @@ def _cells(nb_path):
         raise CardError(f"{nb_path}: cannot read the notebook: {type(e).__name__}: {e}") from None
 
 _PREFIX = re.compile(r'^(\d+|[a-z])_')  # `03_` for a chapter, `c_` for an appendix
-_NUMBERED = re.compile(r'(?:Appendix [A-Z]|Chapter \d+)\s*:\s*')  # a title's own number
+_NUMBERED = re.compile(r'(?:Appendix [A-Z](?:, part \d+)?|Chapter \d+)\s*:\s*')  # a title's own number
 
 def chapter_name(nb_path, cells) -> str:
     "The sub-deck of a notebook: its title (`# Title: subtitle`, `# Appendix C: Title, subtitle`), without any number."

@@ -110,9 +110,9 @@ function floatsOf(view) { // little-endian float32s, as torch writes them
 
 // The network the kernel sent once: the pixels' mean and std, then each Linear layer's w (row by row) and b.
 function network(kinds, sizes, view) {
-  const p = floatsOf(view);
-  let at = 0;
-  const take = n => { at += n; return p.subarray(at - n, at); };
+  const numbers = floatsOf(view);
+  let used = 0;
+  const take = n => { used += n; return numbers.subarray(used - n, used); };
   const mean = take(CELLS * CELLS), std = take(CELLS * CELLS), layers = [];
   let width = sizes[0], k = 1;
   for (const kind of kinds) {
@@ -121,7 +121,7 @@ function network(kinds, sizes, view) {
     layers.push({ w: take(width * n), b: take(n), nIn: width, nOut: n });
     width = n;
   }
-  if (at !== p.length) throw new Error(`the page got ${p.length} numbers for a network of ${at}`);
+  if (used !== numbers.length) throw new Error(`the page got ${numbers.length} numbers for a network of ${used}`);
   return { mean, std, layers };
 }
 
@@ -170,34 +170,29 @@ function topText(p) { // top_text's words
 
 function render({ model, el }) {
   el.innerHTML = `<div class="neuralwiki-digitpad">
-    <div class="nw-pad"><canvas width="${SIDE * SCALE}" height="${SIDE * SCALE}"></canvas>
+    <div><canvas width="${SIDE * SCALE}" height="${SIDE * SCALE}"></canvas>
       <button type="button" class="neuralwiki-clear">Clear</button></div>
-    <div class="nw-read"><div class="neuralwiki-top"></div><div class="neuralwiki-bars">${[...Array(10).keys()].map(d =>
+    <div class="nw-readout"><div class="neuralwiki-top"></div><div class="neuralwiki-bars">${[...Array(10).keys()].map(d =>
       `<div class="nw-col"><div class="nw-track"><div class="neuralwiki-bar"></div></div>${d}</div>`).join('')}</div></div>
     <pre class="neuralwiki-error"></pre></div>`;
   const canvas = el.querySelector('canvas'), ctx = canvas.getContext('2d');
-  const bars = [...el.querySelectorAll('.neuralwiki-bar')], top = el.querySelector('.neuralwiki-top');
-  const read = el.querySelector('.nw-read'), error = el.querySelector('.neuralwiki-error');
+  const bars = [...el.querySelectorAll('.neuralwiki-bar')], reading = el.querySelector('.neuralwiki-top');
+  const readout = el.querySelector('.nw-readout'), error = el.querySelector('.neuralwiki-error');
   const radius = model.get('radius');
-  let ink = bytesOf(model.get('ink')), net = null, last = null;
+  let ink = bytesOf(model.get('ink')), net = null, last = null; // last: where the pen was, null while it is up
 
   function fail(e) { // nothing half-drawn: no bars and no reading, only the error
-    read.style.visibility = 'hidden';
+    readout.style.visibility = 'hidden';
     error.textContent = `${e.name}: ${e.message}`;
   }
-  function load() {
-    try { net = network(model.get('layers'), model.get('sizes'), model.get('params')); }
-    catch (e) { net = null; fail(e); }
-  }
-  function drawPad(px) {
+  function drawPad(px) { // the 8x8 cells in grey, the fine pixels you inked over them in faint blue
     const cell = BLOCK * SCALE;
-    ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, canvas.width, canvas.height);
     px.forEach((v, i) => {
       const g = Math.round(255 * (1 - v / 16));
       ctx.fillStyle = `rgb(${g},${g},${g})`;
       ctx.fillRect((i % CELLS) * cell, Math.floor(i / CELLS) * cell, cell, cell);
     });
-    ctx.fillStyle = 'rgba(70,130,230,0.45)'; // the fine pixels you inked, in faint blue
+    ctx.fillStyle = 'rgba(70,130,230,0.45)';
     ink.forEach((v, i) => { if (v) ctx.fillRect((i % SIDE) * SCALE, Math.floor(i / SIDE) * SCALE, SCALE, SCALE); });
   }
   function update() {
@@ -211,8 +206,8 @@ function render({ model, el }) {
       bars[d].style.height = `${(100 * v).toFixed(2)}%`;
       bars[d].classList.toggle('nw-best', d === best);
     });
-    top.textContent = px.some(v => v > 0) ? topText(p) : EMPTY;
-    read.style.visibility = 'visible';
+    reading.textContent = px.some(v => v > 0) ? topText(p) : EMPTY;
+    readout.style.visibility = 'visible';
     error.textContent = '';
   }
   function at(e) { // where the pointer is, in fine pixels
@@ -221,25 +216,20 @@ function render({ model, el }) {
   }
   function send() { model.set('ink', new DataView(ink.slice().buffer)); model.save_changes(); }
 
-  canvas.addEventListener('pointerdown', e => {
-    canvas.setPointerCapture(e.pointerId);
-    last = at(e);
-    stroke(ink, ...last, ...last, radius);
-    update();
-  });
-  canvas.addEventListener('pointermove', e => {
-    if (last === null) return;
-    const p = at(e);
-    stroke(ink, ...last, ...p, radius);
+  function penTo(p) { // ink the segment from where the pen was to p (on a press, a dot at p), and redraw
+    stroke(ink, ...(last ?? p), ...p, radius);
     last = p;
     update();
-  });
+  }
+
+  canvas.addEventListener('pointerdown', e => { canvas.setPointerCapture(e.pointerId); last = null; penTo(at(e)); });
+  canvas.addEventListener('pointermove', e => { if (last !== null) penTo(at(e)); });
   const end = () => { if (last !== null) { last = null; send(); } }; // the kernel learns the drawing once per stroke
   canvas.addEventListener('pointerup', end);
   canvas.addEventListener('pointercancel', end);
   el.querySelector('.neuralwiki-clear').addEventListener('click', () => { ink.fill(0); update(); send(); });
   model.on('change:ink', () => { ink = bytesOf(model.get('ink')); update(); });
-  load();
+  try { net = network(model.get('layers'), model.get('sizes'), model.get('params')); } catch (e) { fail(e); }
   update();
 }
 
@@ -282,9 +272,10 @@ class DigitPad:
                 ):
         kinds, sizes, params = _page_network(model) # all checked before anything is built
         if stats is None: stats = pixel_stats(digits(standardize=False)[0])
-        self.model, (self.mean, self.std) = model, _check_stats(stats)
+        self.model = model
+        self.mean, self.std = _check_stats(stats)
         weights = torch.cat([p.detach().to('cpu', torch.float32).flatten() for p in (self.mean, self.std, *params)])
-        self.widget = _pad_widget()(layers=kinds, sizes=sizes, params=weights.numpy().tobytes(), radius=PEN)
+        self.widget = _pad_widget()(layers=kinds, sizes=sizes, params=weights.numpy().tobytes())
 
     @property
     def ink(self) -> torch.Tensor:
@@ -316,10 +307,8 @@ class DigitPad:
     def png(self) -> bytes:
         "A picture of the pad and its bars, for where there is no kernel: GitHub, the docs site, a static export."
         from matplotlib.figure import Figure
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
         p = self.probabilities()
         fig = Figure(figsize=(7, 2.8), dpi=100)
-        FigureCanvasAgg(fig)
         pad, bars = fig.subplots(1, 2, width_ratios=[1, 1.7])
         pad.imshow(self.pixels().numpy(), cmap='gray_r', vmin=0, vmax=16)
         pad.set(xticks=[], yticks=[])
