@@ -11,9 +11,10 @@ import torch
 import torch.distributed as dist
 
 from _processes import data, helper_process, net, new_marker, nothing_left_behind  # noqa: F401 (an autouse fixture)
-from neuralwiki.distributed import train_dp
+from neuralwiki.distributed import shard, train_dp
 from neuralwiki.launch import WorkerFailed, free_port, launch, timed
 from neuralwiki.nn import CrossEntropy
+from neuralwiki.training import batches
 
 TIMEOUT = 30.  # the group's timeout in these tests: a failure must end the run well within it
 
@@ -88,6 +89,22 @@ def test_a_worker_killed_outright_is_reported(request, tmp_path):
     msg, seconds = run_failing(request, tmp_path, 'die')
     assert msg.splitlines()[0] == 'worker 1 of 2 died: process 1 terminated with signal SIGKILL', msg
     assert seconds < TIMEOUT, seconds
+
+
+def test_bad_data_on_one_worker_names_that_worker(request):
+    "Appendix E's example: a nan pixel in worker 1's shard of the second minibatch ends the run at once, naming it."
+    port = free_port()
+    request.node.ports.append(port)
+    x, y = data()
+    second_batch = list(batches(96, 48, torch.Generator().manual_seed(0)))[1]  # train_dp's minibatches, seed 0
+    x[shard(second_batch, 1, 2)[0], 5] = float('nan')
+    start = time.monotonic()
+    with pytest.raises(WorkerFailed) as e:
+        launch(train_dp, net(), CrossEntropy(), x, y, lr=0.5, epochs=1, bs=48, nproc=2, timeout=TIMEOUT, port=port)
+    assert e.value.args[0].splitlines()[0] == (
+        'worker 1 of 2 failed: LossNotFinite: worker 1: the loss of its shard is nan: gradient descent stopped; '
+        'try a smaller learning rate, and look for nan or inf in the data')
+    assert time.monotonic() - start < TIMEOUT  # spawn saw worker 1 exit: worker 0 did not wait for the timeout
 
 
 def test_port_in_use_is_one_line_and_starts_nothing():
