@@ -51,13 +51,17 @@ def _as_arrays(a, b):
     a_, b_ = np.ascontiguousarray(a.numpy(force=True)), np.ascontiguousarray(b.numpy(force=True))  # no copy on the CPU
     return a_, b_, np.zeros((m, n), dtype=np.float32), m, inner, n
 
+def _run(loop, a, b):
+    "`a @ b` by `loop(a, b, c, m, inner, n)` compiled: the body of the rungs whose loops take that form."
+    a_, b_, c, m, inner, n = _as_arrays(a, b)
+    compiled(loop)(a_, b_, c, m, inner, n)
+    return torch.from_numpy(c)
+
 def matmul_njit(a:torch.Tensor, # left matrix, shape `(m, k)`, float32
                 b:torch.Tensor, # right matrix, shape `(k, n)`, float32
                ) -> torch.Tensor: # `a @ b`, shape `(m, n)`, float32
     "Matrix product by `triple_loop`, chapter 1's rung 1, compiled to machine code by numba."
-    a_, b_, c, m, inner, n = _as_arrays(a, b)
-    compiled(triple_loop)(a_, b_, c, m, inner, n)
-    return torch.from_numpy(c)
+    return _run(triple_loop, a, b)
 
 # %% ../nbs/e_speed.ipynb #4b2fda5b
 def ikj_loop(a, b, c, m, inner, n):
@@ -71,9 +75,7 @@ def matmul_ikj(a:torch.Tensor, # left matrix, shape `(m, k)`, float32
                b:torch.Tensor, # right matrix, shape `(k, n)`, float32
               ) -> torch.Tensor: # `a @ b`, shape `(m, n)`, float32
     "Matrix product by `ikj_loop` compiled by numba: chapter 1's loops in the order that reads memory in a row."
-    a_, b_, c, m, inner, n = _as_arrays(a, b)
-    compiled(ikj_loop)(a_, b_, c, m, inner, n)
-    return torch.from_numpy(c)
+    return _run(ikj_loop, a, b)
 
 # %% ../nbs/e_speed.ipynb #f5821546
 MC, KC, NC = 256, 128, 1024  # rows of a per block (one core's task), rows and columns of a packed tile of b
