@@ -4,7 +4,7 @@
   rounded value, a word or a line may not;
 - `test_command.py` finds the README's test command and refuses one that would not run every test;
 - `wheel_imports.py` follows module-level imports through the package, and only those;
-- `mixed_cells.py` finds the cells nbdev's docs processor would re-run alone and fail on.
+- `mixed_cells.py` finds the cells nbdev's docs processor would re-run alone and fail on, and the book has none.
 """
 import importlib.util
 from pathlib import Path
@@ -94,6 +94,22 @@ def test_wheel_imports_follow_module_level_imports_only():
     ('#| export\nimport torch\nX = torch.ones(1)', False),   # exported: nbdev does not re-run it
     ('#| eval: false\nimport torch\ntorch.ones(1)', False),
     ('%pip install foo\nimport foo\nfoo.bar()', True),       # IPython syntax is understood
+    ('try: from numba import njit\nexcept ImportError: njit = None', False),  # the optional import needs nothing
+    ('try: import numba\nexcept ImportError: numba = None\nnumba.njit(f)', True),  # ...but code after it does
+    ('try: import numba\nexcept ValueError: numba = None', True),
 ])
 def test_mixed_cells(source, is_mixed):
     assert ci_script('mixed_cells').mixed(source) is is_mixed
+
+
+def test_only_notebooks_with_docs_are_looked_at():
+    from execnb.nbio import mk_cell
+    has_docs = ci_script('mixed_cells').has_docs
+    assert not has_docs([mk_cell('import torch\ntorch.ones(1)'), mk_cell('# show_doc( in prose', cell_type='markdown')])
+    assert has_docs([mk_cell('#| export\ndef f(): pass')]) and has_docs([mk_cell('show_doc(f)')])
+
+
+def test_the_book_has_no_cell_the_docs_processor_would_fail_on():
+    "What CI's nbdev_proc_nbs step would trip on, found in a second here (the cells to split are named)."
+    m = ci_script('mixed_cells')
+    assert m.mixed_cells(sorted((CI.parent/'nbs').glob('[!_.]*.ipynb'))) == []

@@ -152,7 +152,7 @@ def test_the_chapter_examples(digits):
 
 def test_the_chapters_compiled_rung(digits):
     pytest.importorskip('numba')
-    ns = run_cells(CHAPTER, 'c1njit02', ns=dict(check_matmul=check_matmul, triple_loop=triple_loop, torch=torch))
+    ns = run_cells(CHAPTER, 'c1njit-import', 'c1njit02', ns=dict(check_matmul=check_matmul, triple_loop=triple_loop, torch=torch))
     _, x, w = digits
     for a, b in ((x, w), (x.double(), w.double()), (torch.tensor([[1, 2], [3, 4]]), torch.tensor([[5, 6], [7, 8]]))):
         check_rung(ns['matmul_compiled'], a, b)
@@ -164,7 +164,7 @@ def texts(ax): return [t.get_text() for t in ax.texts]
 
 
 def test_the_neuron_and_the_layer_pictures():
-    ns = chapter('a1c0de04')
+    ns = chapter('c1diagram-imports', 'a1c0de04')
     ax = ns['draw_neuron']([1., 2., 3.], [0.5, -1., 2.])
     assert ax.get_title() == 'One neuron: each input times its weight, added up' and ax.get_xlabel() and ax.get_ylabel()
     assert '4.5' in texts(ax) and '$w_2$ = -1' in texts(ax)  # the output node shows the sum; the arrows the weights
